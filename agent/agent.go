@@ -1,0 +1,254 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/spawn"
+)
+
+// DefaultRetention is how long a terminal instance's record is kept for
+// `info` and for start's idempotency before it is forgotten.
+const DefaultRetention = time.Hour
+
+// Options configure an Agent beyond its configuration file.
+type Options struct {
+	Config *config.Config
+	Logger *slog.Logger
+	// CgroupRoot overrides where cgroup hierarchies are mounted (tests).
+	CgroupRoot string
+	// Passwd is the passwd file checked against the uid pool (default /etc/passwd).
+	Passwd string
+	// Retention of terminal records (default DefaultRetention).
+	Retention time.Duration
+}
+
+// Agent runs the instances of one host. Its methods are the API both
+// transports serve; each is safe for concurrent use.
+type Agent struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	cg        *cgroup.Manager
+	uids      *acl.UIDPool
+	ports     *lease.Pool
+	store     *store
+	events    *Broker
+	host      hostInfo
+	defaults  Limits
+	retention time.Duration
+	instDir   string
+	lockFile  *os.File
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	unowned   map[string]int // "cg:<name>" / "dir:<id>" → consecutive scans seen without an owner
+
+	wg sync.WaitGroup // exit watchers
+}
+
+// instance is one instance in memory. opMu serializes lifecycle operations
+// (start, stop, limit, exit handling) so they never interleave; mu guards
+// the fields and is only held briefly, so info never waits for a stop.
+type instance struct {
+	id, name string // immutable copies of rec.Spec's, readable without a lock
+	index    int
+
+	opMu sync.Mutex
+
+	mu    sync.Mutex
+	rec   record
+	proc  *spawn.Process
+	group *cgroup.Group
+	cpu   cpuTracker
+}
+
+// New prepares the agent: it takes the state directory's lock, checks the
+// uid pool against passwd and reconciles the host with the records — live
+// instances are re-adopted, half-done work finished or undone, leftovers
+// removed — before any request is served.
+func New(opts Options) (*Agent, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("agent: no configuration")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	a := &Agent{
+		cfg:       cfg,
+		log:       log,
+		events:    NewBroker(cfg.HostID),
+		retention: opts.Retention,
+		instances: make(map[string]*instance),
+		unowned:   make(map[string]int),
+		uids:      acl.NewUIDPool(cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.Group, uint32(cfg.Users.GID)),
+		ports:     lease.New(cfg.Ports.Min, cfg.Ports.Max),
+		instDir:   filepath.Join(cfg.StateDir, "instances"),
+		store:     &store{dir: filepath.Join(cfg.StateDir, "records")},
+		defaults: Limits{
+			MemoryBytes:   i64(cfg.Defaults.MemoryBytes),
+			SwapBytes:     i64(cfg.Defaults.SwapBytes),
+			CPUShares:     i64(cfg.Defaults.CPUShares),
+			CPUMillicores: i64(cfg.Defaults.CPUMillicores),
+			Pids:          i64(cfg.Defaults.Pids),
+			DiskBytes:     i64(cfg.Defaults.DiskBytes),
+		},
+	}
+	if a.retention == 0 {
+		a.retention = DefaultRetention
+	}
+	passwd := opts.Passwd
+	if passwd == "" {
+		passwd = "/etc/passwd"
+	}
+	if err := a.uids.CheckPasswd(passwd); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	mem, err := memTotal()
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.host = hostInfo{memTotal: mem, cpus: runtime.NumCPU(), portMin: cfg.Ports.Min, portMax: cfg.Ports.Max}
+
+	// The state dir is traversable (not listable) by the pool: each
+	// instance reaches its own 0700 directory through it.
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{cfg.StateDir, 0o711}, {a.instDir, 0o711}, {a.store.dir, 0o700}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	if err := a.lock(); err != nil {
+		return nil, err
+	}
+	a.cg, err = cgroup.NewManager(cgroup.Config{Root: opts.CgroupRoot, Parent: cfg.Cgroup.Parent})
+	if err != nil {
+		a.lockFile.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := a.reconcile(); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("agent: reconcile: %w", err)
+	}
+	return a, nil
+}
+
+// lock makes sure one agent at a time owns the state dir: two would each
+// treat the other's instances as leaks.
+func (a *Agent) lock() error {
+	p := filepath.Join(a.cfg.StateDir, "agent.lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("agent: another agent holds %s: %w", p, err)
+	}
+	a.lockFile = f
+	return nil
+}
+
+// Close releases the agent's lock. Instances keep running: a later agent
+// re-adopts them.
+func (a *Agent) Close() error {
+	if a.lockFile != nil {
+		return a.lockFile.Close()
+	}
+	return nil
+}
+
+// Config returns the agent's configuration.
+func (a *Agent) Config() *config.Config { return a.cfg }
+
+// CgroupMode says which cgroup version the agent drives.
+func (a *Agent) CgroupMode() cgroup.Mode { return a.cg.Mode() }
+
+// Events is the agent's event stream.
+func (a *Agent) Events() *Broker { return a.events }
+
+// Run does the agent's periodic work — log rotation, the leak scan, the
+// pruning of old terminal records — until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	scan := time.NewTicker(a.cfg.Reconcile.Interval.D())
+	defer scan.Stop()
+	logs := time.NewTicker(logCheckInterval)
+	defer logs.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-logs.C:
+			a.rotateLogs()
+		case <-scan.C:
+			a.scanLeaks(false)
+			a.prune()
+		}
+	}
+}
+
+func (a *Agent) lookup(id string) (*instance, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	in, ok := a.instances[id]
+	if !ok {
+		return nil, notFound(id)
+	}
+	return in, nil
+}
+
+// all returns every instance, sorted by name, index, id.
+func (a *Agent) all() []*instance {
+	a.mu.Lock()
+	out := make([]*instance, 0, len(a.instances))
+	for _, in := range a.instances {
+		out = append(out, in)
+	}
+	a.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		ri, rj := out[i], out[j]
+		if ri.name != rj.name {
+			return ri.name < rj.name
+		}
+		if ri.index != rj.index {
+			return ri.index < rj.index
+		}
+		return ri.id < rj.id
+	})
+	return out
+}
+
+func (a *Agent) cgroupName(spec *Request) string {
+	return fmt.Sprintf("%s-%d-%s", spec.Name, spec.Index, spec.ID)
+}
+
+func memTotal() (int64, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, err
+	}
+	return int64(si.Totalram) * int64(si.Unit), nil
+}

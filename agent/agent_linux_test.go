@@ -1,0 +1,351 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/testroot"
+)
+
+// Pool ranges of this package's tests; other packages use other ranges, so
+// `go test ./...` running packages side by side never shares a uid.
+const (
+	testUIDMin = 28000
+	testUIDMax = 28999
+)
+
+var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+
+// newTestAgent makes an agent over a fresh state dir and a random cgroup
+// parent, and on cleanup stops whatever is left and checks nothing leaked.
+func newTestAgent(t *testing.T, mutate func(*config.Config)) *Agent {
+	t.Helper()
+	testroot.Require(t)
+	cfg := testConfig(t)
+	if mutate != nil {
+		mutate(cfg)
+	}
+	a, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stopAll(t, a)
+		a.Close()
+		checkNoLeaks(t, a.cfg)
+		removeParent(a.cfg.Cgroup.Parent)
+	})
+	return a
+}
+
+func testConfig(t *testing.T) *config.Config {
+	dir, err := os.MkdirTemp("", "ward-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg := config.Default()
+	cfg.HostID = "test"
+	cfg.StateDir = dir
+	cfg.Socket = filepath.Join(dir, "ward.sock")
+	cfg.Cgroup.Parent = fmt.Sprintf("/ward-test-%08x", rand.Uint32())
+	cfg.Users.UIDMin, cfg.Users.UIDMax = testUIDMin, testUIDMax
+	cfg.Users.GID = testUIDMin
+	cfg.Ports.Min, cfg.Ports.Max = 40000+rand.IntN(1000)*10, 0
+	cfg.Ports.Max = cfg.Ports.Min + 9
+	cfg.Stop.Timeout = config.Duration(2 * time.Second)
+	cfg.Reconcile.Interval = config.Duration(time.Second)
+	t.Cleanup(func() { removeParent(cfg.Cgroup.Parent) })
+	return cfg
+}
+
+func removeParent(parent string) {
+	for _, c := range v1Controllers {
+		os.Remove(filepath.Join("/sys/fs/cgroup", c, parent))
+	}
+}
+
+func stopAll(t *testing.T, a *Agent) {
+	l, _ := a.List(context.Background())
+	for _, in := range l.Instances {
+		if !in.State.Terminal() {
+			zero := int64(0)
+			if _, err := a.Stop(context.Background(), StopRequest{ID: in.ID, TimeoutMS: &zero}); err != nil {
+				t.Errorf("cleanup stop %s: %v", in.ID, err)
+			}
+		}
+	}
+}
+
+// checkNoLeaks is the leak scanner: no group under the parent in any
+// controller, no instance dir, no unreleased record, no process running as
+// a pool uid. Releases run right after an exit, so it gives them a moment.
+func checkNoLeaks(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		leaks := findLeaks(cfg)
+		if len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, l := range leaks {
+				t.Error("leak: " + l)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func findLeaks(cfg *config.Config) []string {
+	var leaks []string
+	for _, c := range v1Controllers {
+		ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", c, cfg.Cgroup.Parent))
+		for _, e := range ents {
+			if e.IsDir() {
+				leaks = append(leaks, fmt.Sprintf("cgroup %s:%s/%s", c, cfg.Cgroup.Parent, e.Name()))
+			}
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "instances"))
+	for _, e := range ents {
+		leaks = append(leaks, "instance dir "+e.Name())
+	}
+	recDir := filepath.Join(cfg.StateDir, "records")
+	ents, _ = os.ReadDir(recDir)
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(recDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var r record
+		if err := json.Unmarshal(b, &r); err != nil {
+			leaks = append(leaks, fmt.Sprintf("record %s unreadable: %v", e.Name(), err))
+		} else if !r.Released {
+			leaks = append(leaks, fmt.Sprintf("record %s in state %s holds uid %d port %d", r.Spec.ID, r.State, r.UID, r.Port))
+		}
+	}
+	for _, pid := range poolProcesses(cfg.Users.UIDMin, cfg.Users.UIDMax) {
+		leaks = append(leaks, fmt.Sprintf("process %d runs as a pool uid", pid))
+	}
+	return leaks
+}
+
+func poolProcesses(min, max int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+				if uid, _ := strconv.Atoi(f[1]); uid >= min && uid <= max {
+					if st := procState(b); st != "Z" {
+						out = append(out, pid)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func procState(status []byte) string {
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "State:" {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
+
+func mustStart(t *testing.T, a *Agent, req Request) *Instance {
+	t.Helper()
+	inst, err := a.Start(context.Background(), req)
+	if err != nil {
+		t.Fatalf("start %+v: %v", req, err)
+	}
+	return inst
+}
+
+// waitState polls info until the instance reaches state.
+func waitState(t *testing.T, a *Agent, id string, state State) *Instance {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inst, err := a.Info(context.Background(), InfoRequest{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst.State == state {
+			return inst
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %s is %s (%s), want %s", id, inst.State, inst.Reason, state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func TestExitDetection(t *testing.T) {
+	a := newTestAgent(t, nil)
+	cases := []struct {
+		script string
+		state  State
+		code   *int
+		signal string
+	}{
+		{"exit 0", StateExited, intp(0), ""},
+		{"exit 3", StateCrashed, intp(3), ""},
+		{"kill -KILL $$", StateCrashed, nil, "SIGKILL"},
+		// the main process goes, a child stays: the child must die too
+		{"sleep 1000 & exit 0", StateExited, intp(0), ""},
+	}
+	for i, c := range cases {
+		inst := mustStart(t, a, Request{Name: "exit", Index: i, Command: sh(c.script)})
+		got := waitState(t, a, inst.ID, c.state)
+		if (got.ExitCode == nil) != (c.code == nil) || (c.code != nil && *got.ExitCode != *c.code) || got.ExitSignal != c.signal {
+			t.Errorf("%q: exit_code %v signal %q, want %v %q", c.script, got.ExitCode, got.ExitSignal, c.code, c.signal)
+		}
+		if got.PID != nil || got.UID != nil || got.ExitedAt == nil || got.Reason == "" {
+			t.Errorf("%q: terminal instance %+v", c.script, got)
+		}
+	}
+	checkNoLeaks(t, a.cfg)
+}
+
+func TestDuplicateID(t *testing.T) {
+	a := newTestAgent(t, nil)
+	req := Request{ID: "dup-1", Name: "dup", Command: sh("sleep 1000")}
+	first := mustStart(t, a, req)
+	again := mustStart(t, a, req)
+	if *again.PID != *first.PID {
+		t.Fatalf("same request started a second copy: pid %d then %d", *first.PID, *again.PID)
+	}
+	req.Command = sh("sleep 999")
+	_, err := a.Start(context.Background(), req)
+	if !errors.Is(err, ErrConflict) || AsError(err).Field != "id" {
+		t.Fatalf("different spec, same id: %v", err)
+	}
+}
+
+func TestStartRollsBackOnSpawnFailure(t *testing.T) {
+	a := newTestAgent(t, nil)
+	// Executable by root's check, not by the pool uid: exec fails after the
+	// record, dir and cgroup exist.
+	dir, err := os.MkdirTemp("", "ward-noexec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o700)
+	exe := filepath.Join(dir, "prog")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Start(context.Background(), Request{ID: "rb", Name: "rb", Port: new(int), Command: []string{exe}})
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("start of an unreachable program: %v", err)
+	}
+	if _, err := a.Info(context.Background(), InfoRequest{ID: "rb"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rolled-back instance still known: %v", err)
+	}
+	checkNoLeaks(t, a.cfg)
+	if n := len(a.ports.Leased()) + len(a.uids.Leased()); n != 0 {
+		t.Fatalf("%d leases left after rollback", n)
+	}
+}
+
+func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
+	a := newTestAgent(t, nil)
+	keep := mustStart(t, a, Request{Name: "keep", Command: sh("sleep 1000")})
+	stray := "stray-0-x"
+	for _, c := range v1Controllers {
+		if err := os.MkdirAll(filepath.Join("/sys/fs/cgroup", c, a.cfg.Cgroup.Parent, stray), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	strayDir := filepath.Join(a.instDir, "stray")
+	os.Mkdir(strayDir, 0o700)
+
+	a.scanLeaks(false)
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", a.cfg.Cgroup.Parent, stray)); err != nil {
+		t.Fatal("unowned cgroup removed on first sighting")
+	}
+	a.scanLeaks(false)
+	for _, c := range v1Controllers {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, a.cfg.Cgroup.Parent, stray)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("unowned cgroup %s survived two scans", c)
+		}
+	}
+	if _, err := os.Stat(strayDir); !errors.Is(err, os.ErrNotExist) {
+		t.Error("unowned instance dir survived two scans")
+	}
+	if inst, _ := a.Info(context.Background(), InfoRequest{ID: keep.ID}); inst.State != StateRunning {
+		t.Fatalf("owned instance hit by the scan: %s", inst.State)
+	}
+}
+
+func TestLogRotation(t *testing.T) {
+	a := newTestAgent(t, func(c *config.Config) { c.Logs.MaxBytes = 64 << 10; c.Logs.Keep = 2 })
+	inst := mustStart(t, a, Request{Name: "chatty", Command: sh("head -c 200000 /dev/zero | tr '\\0' x; sleep 1000")})
+	log := filepath.Join(inst.Dir, "logs", "stdout.log")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := os.Stat(log)
+		if err == nil && st.Size() == 200000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance did not write its log: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.rotateLogs()
+	if st, _ := os.Stat(log); st.Size() != 0 {
+		t.Fatalf("log not truncated: %d bytes", st.Size())
+	}
+	if st, err := os.Stat(log + ".1"); err != nil || st.Size() != 200000 {
+		t.Fatalf("rotated copy: %v", err)
+	}
+	// A symlink planted by the instance must not make the agent write elsewhere.
+	target := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(target, []byte(strings.Repeat("v", 100000)), 0o600)
+	os.Remove(log)
+	os.Symlink(target, log)
+	a.rotateLogs()
+	if st, _ := os.Stat(target); st.Size() != 100000 {
+		t.Fatal("rotation followed a symlink out of the instance dir")
+	}
+}

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// Info returns everything known about one instance.
+func (a *Agent) Info(ctx context.Context, req InfoRequest) (*Instance, error) {
+	if err := validateID("id", req.ID); err != nil {
+		return nil, err
+	}
+	in, err := a.lookup(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	return a.snapshot(in, true), nil
+}
+
+// List returns every instance the agent knows, live and recently ended.
+func (a *Agent) List(ctx context.Context) (*List, error) {
+	ins := a.all()
+	out := &List{Instances: make([]Instance, 0, len(ins))}
+	for _, in := range ins {
+		out.Instances = append(out.Instances, *a.snapshot(in, true))
+	}
+	return out, nil
+}
+
+// snapshot renders an instance; with usage it also reads its cgroup.
+func (a *Agent) snapshot(in *instance, usage bool) *Instance {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	rec := &in.rec
+	inst := &Instance{
+		ID:          rec.Spec.ID,
+		Name:        rec.Spec.Name,
+		Index:       rec.Spec.Index,
+		State:       rec.State,
+		Cgroup:      a.cg.Path(rec.Cgroup),
+		Dir:         rec.Dir,
+		Command:     rec.Spec.Command,
+		Routes:      rec.Spec.Routes,
+		HealthCheck: rec.Spec.HealthCheck,
+		Limits:      mergeLimits(rec.Spec.Limits, Limits{}),
+		CreatedAt:   rec.CreatedAt,
+		StartedAt:   rec.StartedAt,
+		ExitedAt:    rec.ExitedAt,
+		ExitCode:    rec.ExitCode,
+		ExitSignal:  rec.Signal,
+		Reason:      rec.Reason,
+	}
+	if !rec.State.Terminal() {
+		if rec.PID != 0 {
+			inst.PID = intp(rec.PID)
+		}
+		inst.UID = intp(rec.UID)
+		if rec.Port != 0 {
+			inst.Port = intp(rec.Port)
+		}
+	}
+	if usage && rec.State == StateRunning && in.group != nil {
+		if st, err := in.group.Stats(); err == nil {
+			inst.Usage.MemoryBytes = &st.MemoryUsage
+			inst.Usage.Pids = &st.Pids
+			inst.Usage.CPUPct = in.cpu.pct(st.CPUUsage, time.Now(), rec.StartedAt)
+		}
+	}
+	return inst
+}
+
+func intp(v int) *int { return &v }
+
+// cpuTracker turns the cgroup's cumulative CPU time into a percentage of one
+// core: over the time since the previous reading when that is at least
+// minWindow old, else the previous figure; the first reading is the average
+// since the instance started.
+type cpuTracker struct {
+	at    time.Time
+	usage uint64
+	last  *float64
+}
+
+const minWindow = time.Second
+
+func (c *cpuTracker) pct(usage uint64, now time.Time, started *time.Time) *float64 {
+	var since time.Time
+	var base uint64
+	switch {
+	case !c.at.IsZero() && now.Sub(c.at) < minWindow && c.last != nil:
+		return c.last
+	case !c.at.IsZero():
+		since, base = c.at, c.usage
+	case started != nil:
+		since = *started
+	default:
+		return nil
+	}
+	wall := now.Sub(since)
+	if wall <= 0 || usage < base {
+		return nil
+	}
+	v := float64(usage-base) / float64(wall.Nanoseconds()) * 100
+	c.at, c.usage, c.last = now, usage, &v
+	return &v
+}

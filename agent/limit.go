@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"context"
+	"reflect"
+)
+
+// Limit changes the limits of a running instance, live. Only the limits
+// given change; on failure the old ones stay in force and on record.
+func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) {
+	if err := validateID("id", req.ID); err != nil {
+		return nil, err
+	}
+	if reflect.DeepEqual(req.Limits, Limits{}) {
+		return nil, invalid("limits", "no limit given")
+	}
+	in, err := a.lookup(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	in.opMu.Lock()
+	defer in.opMu.Unlock()
+
+	in.mu.Lock()
+	old := in.rec.Spec.Limits
+	state := in.rec.State
+	in.mu.Unlock()
+	if state != StateRunning {
+		return nil, &Error{Code: CodeConflict, Field: "id", Message: "instance is " + string(state) + ", not running"}
+	}
+	next := mergeLimits(old, req.Limits)
+	if err := validateLimits(next, a.host); err != nil {
+		return nil, err
+	}
+	// The kernel first: if it refuses, nothing was recorded. If the record
+	// then cannot be written, the kernel is put back.
+	if err := in.group.Update(resources(next)); err != nil {
+		a.restoreLimits(in, old)
+		return nil, invalid("limits", "the kernel refused: %v", err)
+	}
+	in.mu.Lock()
+	in.rec.Spec.Limits = next
+	in.mu.Unlock()
+	if err := a.store.save(&in.rec); err != nil {
+		in.mu.Lock()
+		in.rec.Spec.Limits = old
+		in.mu.Unlock()
+		a.restoreLimits(in, old)
+		return nil, internal(err)
+	}
+	inst := a.snapshot(in, false)
+	a.emitLimits(in, next)
+	return inst, nil
+}
+
+func (a *Agent) restoreLimits(in *instance, old Limits) {
+	if err := in.group.Update(resources(old)); err != nil {
+		a.log.Error("limit: restore old limits", "id", in.id, "err", err)
+	}
+}

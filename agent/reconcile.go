@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/spawn"
+)
+
+// reconcile makes the host match the records, once, before the agent serves
+// anything: see recover for each record, then everything under the cgroup
+// parent and the instances directory that no record owns is removed.
+func (a *Agent) reconcile() error {
+	recs, err := a.store.load()
+	if err != nil {
+		// Guessing about an unreadable record could kill a live instance
+		// (its cgroup would look unowned) or leak one: an operator decides.
+		return fmt.Errorf("%w; move the file aside to start without it", err)
+	}
+	for _, rec := range recs {
+		if err := a.recover(rec); err != nil {
+			return err
+		}
+	}
+	a.scanLeaks(true)
+	a.prune()
+	return nil
+}
+
+// recover brings one record's instance back under management:
+//   - starting: the start was never acknowledged; it is rolled back.
+//   - running: the process is re-adopted if it still lives (same pid, same
+//     start time); otherwise it ended while the agent was down — exited,
+//     status unknown — and the rest of the instance is released.
+//   - stopping: the stop is finished.
+//   - terminal, not yet released: the release is finished.
+func (a *Agent) recover(rec *record) error {
+	in := &instance{id: rec.Spec.ID, name: rec.Spec.Name, index: rec.Spec.Index, rec: *rec}
+	log := a.log.With("id", in.id)
+	if !rec.Released {
+		if err := a.uids.Claim(rec.UID, in.id); err != nil {
+			return fmt.Errorf("record %s: uid: %w", in.id, err)
+		}
+		if rec.Port != 0 {
+			if err := a.ports.Claim(rec.Port, in.id); err != nil {
+				return fmt.Errorf("record %s: port: %w", in.id, err)
+			}
+		}
+	}
+	if rec.State == StateStarting {
+		log.Info("reconcile: rolling back an unfinished start")
+		a.rollbackStart(in)
+		return nil
+	}
+	a.mu.Lock()
+	a.instances[in.id] = in
+	a.mu.Unlock()
+	if rec.Released {
+		return nil
+	}
+	g, err := a.cg.Load(rec.Cgroup)
+	if err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+		return fmt.Errorf("record %s: %w", in.id, err)
+	}
+	in.group = g
+
+	switch rec.State {
+	case StateRunning:
+		p, err := spawn.Adopt(rec.PID, rec.StartTime)
+		if err == nil && g != nil {
+			in.proc = p
+			// A limit change that reached the kernel but not the record was
+			// never acknowledged: the record wins.
+			if err := g.Update(resources(rec.Spec.Limits)); err != nil {
+				log.Warn("reconcile: re-applying limits", "err", err)
+			}
+			a.watch(in)
+			log.Info("reconcile: re-adopted", "pid", rec.PID)
+			return nil
+		}
+		if err == nil {
+			// Alive but its cgroup is gone: it runs unlimited. Not ours to
+			// leave like that.
+			p.Signal(unix.SIGKILL)
+			return a.recoverFinish(in, StateCrashed, "cgroup vanished while the agent was down; main process killed")
+		}
+		if !errors.Is(err, spawn.ErrGone) {
+			return fmt.Errorf("record %s: %w", in.id, err)
+		}
+		return a.recoverFinish(in, StateExited, "main process exited while the agent was down; exit status unknown")
+	case StateStopping:
+		a.terminate(in, 0)
+		return a.recoverFinish(in, StateStopped, "stopped by request")
+	}
+	log.Info("reconcile: finishing release", "state", rec.State)
+	if err := a.release(in); err != nil {
+		log.Error("reconcile: release", "err", err)
+	}
+	return nil
+}
+
+func (a *Agent) recoverFinish(in *instance, state State, reason string) error {
+	a.log.Info("reconcile: instance ended", "id", in.id, "state", state, "reason", reason)
+	if err := a.finish(in, state, reason); err != nil {
+		// Recorded as terminal already; the next scan or agent retries.
+		a.log.Error("reconcile: release", "id", in.id, "err", err)
+	}
+	inst := a.snapshot(in, false)
+	a.emit(in, string(state), reason, inst.ExitCode)
+	return nil
+}
+
+// scanLeaks removes cgroups under the parent and directories under
+// instances/ that no record owns. At startup nothing is in flight, so they
+// go at once; later a thing must be seen unowned on two scans in a row, so
+// a start racing the scan is never mistaken for a leak.
+func (a *Agent) scanLeaks(startup bool) {
+	ownedCg := map[string]bool{}
+	ownedDir := map[string]bool{}
+	a.mu.Lock()
+	for _, in := range a.instances {
+		in.mu.Lock()
+		if !in.rec.Released {
+			ownedCg[in.rec.Cgroup] = true
+			ownedDir[in.id] = true
+		}
+		in.mu.Unlock()
+	}
+	a.mu.Unlock()
+
+	seen := map[string]bool{}
+	names, err := a.cg.List()
+	if err != nil {
+		a.log.Warn("leak scan: list cgroups", "err", err)
+	}
+	for _, n := range names {
+		if ownedCg[n] {
+			continue
+		}
+		key := "cg:" + n
+		seen[key] = true
+		if a.sightings(key, startup) {
+			a.log.Warn("leak scan: removing unowned cgroup", "cgroup", a.cg.Path(n))
+			if err := a.cg.Remove(n); err != nil {
+				a.log.Error("leak scan: remove cgroup", "cgroup", a.cg.Path(n), "err", err)
+			}
+		}
+	}
+	ents, err := os.ReadDir(a.instDir)
+	if err != nil {
+		a.log.Warn("leak scan: list instance dirs", "err", err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if ownedDir[n] || strings.HasPrefix(n, ".") {
+			continue
+		}
+		key := "dir:" + n
+		seen[key] = true
+		if a.sightings(key, startup) {
+			p := a.instDir + "/" + n
+			a.log.Warn("leak scan: removing unowned instance dir", "dir", p)
+			if err := acl.RemoveDir(p); err != nil {
+				a.log.Error("leak scan: remove dir", "dir", p, "err", err)
+			}
+		}
+	}
+	a.mu.Lock()
+	for k := range a.unowned {
+		if !seen[k] {
+			delete(a.unowned, k)
+		}
+	}
+	a.mu.Unlock()
+}
+
+// sightings counts one more scan that found key unowned and says whether it
+// is time to remove it.
+func (a *Agent) sightings(key string, startup bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.unowned[key]++
+	if startup || a.unowned[key] >= 2 {
+		delete(a.unowned, key)
+		return true
+	}
+	return false
+}
+
+// prune forgets terminal instances that ended more than the retention ago.
+func (a *Agent) prune() {
+	cutoff := time.Now().Add(-a.retention)
+	for _, in := range a.all() {
+		in.mu.Lock()
+		old := in.rec.State.Terminal() && in.rec.Released && in.rec.ExitedAt != nil && in.rec.ExitedAt.Before(cutoff)
+		in.mu.Unlock()
+		if !old {
+			continue
+		}
+		if err := a.store.remove(in.id); err != nil {
+			a.log.Warn("prune", "id", in.id, "err", err)
+			continue
+		}
+		a.mu.Lock()
+		delete(a.instances, in.id)
+		a.mu.Unlock()
+	}
+}

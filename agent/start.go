@@ -1,0 +1,250 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/spawn"
+)
+
+// cfsPeriod is the CFS period cpu_millicores is expressed against (100 ms,
+// the kernel default): 1000 millicores = one full period per period.
+const cfsPeriod = 100_000
+
+// resources maps instance limits onto the OCI resources the cgroup package
+// takes. Swap is OCI's memory+swap total; millicores 0 lifts the CFS cap.
+func resources(l Limits) *specs.LinuxResources {
+	mem, swap := *l.MemoryBytes, *l.SwapBytes
+	shares := uint64(*l.CPUShares)
+	quota, period := int64(-1), uint64(cfsPeriod)
+	if m := *l.CPUMillicores; m > 0 {
+		quota = m * cfsPeriod / 1000
+	}
+	memsw := mem + swap
+	pids := *l.Pids
+	return &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &mem, Swap: &memsw},
+		CPU:    &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period},
+		Pids:   &specs.LinuxPids{Limit: &pids},
+	}
+}
+
+// Start creates and starts an instance. It is idempotent by id: the same
+// request again returns the existing instance; a different request with the
+// same id is a conflict. On any failure every step already taken is undone.
+// A caller going away does not abandon a start half-way: ctx is not
+// consulted, a late reply is better than a half-made instance.
+func (a *Agent) Start(ctx context.Context, req Request) (*Instance, error) {
+	spec, exe, err := normalize(req, a.defaults, a.host)
+	if err != nil {
+		return nil, err
+	}
+
+	a.mu.Lock()
+	if in, ok := a.instances[spec.ID]; ok {
+		a.mu.Unlock()
+		return a.existing(in, spec)
+	}
+	uid, err := a.uids.Acquire(spec.ID)
+	if err != nil {
+		a.mu.Unlock()
+		return nil, &Error{Code: CodeResourceExhausted, Field: "id", Message: fmt.Sprintf("no free uid in users.uid_min..uid_max: %v", err)}
+	}
+	port := 0
+	if spec.Port != nil {
+		if *spec.Port == 0 {
+			port, err = a.ports.Acquire(spec.ID)
+		} else {
+			port, err = *spec.Port, a.ports.Claim(*spec.Port, spec.ID)
+		}
+		if err != nil {
+			a.uids.Release(uid, spec.ID)
+			a.mu.Unlock()
+			if errors.Is(err, lease.ErrInUse) {
+				return nil, &Error{Code: CodeConflict, Field: "port", Message: err.Error()}
+			}
+			return nil, &Error{Code: CodeResourceExhausted, Field: "port", Message: err.Error()}
+		}
+	}
+	now := time.Now().UTC()
+	in := &instance{id: spec.ID, name: spec.Name, index: spec.Index}
+	in.rec = record{
+		Version:   recordVersion,
+		Spec:      spec,
+		Exe:       exe,
+		State:     StateStarting,
+		UID:       uid,
+		Port:      port,
+		Cgroup:    a.cgroupName(&spec),
+		Dir:       filepath.Join(a.instDir, spec.ID),
+		CreatedAt: now,
+	}
+	// Held across the whole start: a concurrent duplicate waits here and
+	// then sees the finished instance (or none).
+	in.opMu.Lock()
+	a.instances[spec.ID] = in
+	a.mu.Unlock()
+
+	err = a.create(in)
+	if err != nil {
+		a.rollbackStart(in)
+		in.opMu.Unlock()
+		return nil, err
+	}
+	inst := a.snapshot(in, false)
+	in.opMu.Unlock()
+	a.emit(in, EventStarted, "", nil)
+	return inst, nil
+}
+
+// existing answers a start for an id the agent already knows.
+func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
+	// Wait for a start in flight to settle.
+	in.opMu.Lock()
+	in.opMu.Unlock()
+	in.mu.Lock()
+	same := reflect.DeepEqual(in.rec.Spec, spec)
+	in.mu.Unlock()
+	if !same {
+		return nil, &Error{Code: CodeConflict, Field: "id", Message: fmt.Sprintf("instance %q exists with a different spec", spec.ID)}
+	}
+	a.mu.Lock()
+	_, live := a.instances[spec.ID]
+	a.mu.Unlock()
+	if !live {
+		// the start it waited for failed and was rolled back
+		return nil, &Error{Code: CodeUnavailable, Field: "id", Message: fmt.Sprintf("a concurrent start of %q failed; retry", spec.ID)}
+	}
+	return a.snapshot(in, false), nil
+}
+
+// create performs the side effects of a start, each after the intent to
+// make it is on disk.
+func (a *Agent) create(in *instance) error {
+	rec := &in.rec
+	if err := a.store.save(rec); err != nil {
+		return internal(err)
+	}
+	crashpoint("start:recorded")
+	if err := acl.PrepareDir(rec.Dir, rec.UID, a.cfg.Users.GID); err != nil {
+		return internal(err)
+	}
+	stdout, err := acl.OpenLog(filepath.Join(rec.Dir, "logs", "stdout.log"), rec.UID, a.cfg.Users.GID)
+	if err != nil {
+		return internal(err)
+	}
+	defer stdout.Close()
+	stderr, err := acl.OpenLog(filepath.Join(rec.Dir, "logs", "stderr.log"), rec.UID, a.cfg.Users.GID)
+	if err != nil {
+		return internal(err)
+	}
+	defer stderr.Close()
+
+	g, err := a.cg.Create(rec.Cgroup, resources(rec.Spec.Limits))
+	if err != nil {
+		if errors.Is(err, cgroup.ErrExist) {
+			// Only a leftover of an earlier holder of this very id can
+			// collide; it is not ours to adopt blindly.
+			return &Error{Code: CodeConflict, Field: "id", Message: fmt.Sprintf("cgroup %s already exists; a leftover is being cleaned up, retry", a.cg.Path(rec.Cgroup))}
+		}
+		return internal(err)
+	}
+	in.group = g
+	crashpoint("start:cgroup")
+
+	sp := spawn.Spec{
+		Path:   rec.Exe,
+		Args:   rec.Spec.Command,
+		Env:    a.environ(rec),
+		Dir:    rec.Dir,
+		UID:    uint32(rec.UID),
+		GID:    uint32(a.cfg.Users.GID),
+		Stdout: stdout,
+		Stderr: stderr,
+	}
+	if a.cg.Mode() == cgroup.V2 {
+		sp.CgroupV2Dir = g.Dirs()[0]
+	} else {
+		sp.CgroupV1Dirs = g.Dirs()
+	}
+	p, err := spawn.Start(sp)
+	if err != nil {
+		return invalid("command", "cannot start: %v", err)
+	}
+	in.proc = p
+	crashpoint("start:spawned")
+	started := time.Now().UTC()
+	in.mu.Lock()
+	rec.State = StateRunning
+	rec.PID = p.Pid
+	rec.StartTime = p.StartTime
+	rec.StartedAt = &started
+	in.mu.Unlock()
+	if err := a.store.save(rec); err != nil {
+		return internal(err)
+	}
+	crashpoint("start:running")
+	a.watch(in)
+	return nil
+}
+
+// environ is the request's environment plus what ward sets for everyone.
+func (a *Agent) environ(rec *record) []string {
+	env := make([]string, 0, len(rec.Spec.Env)+5)
+	hasPath := false
+	for k, v := range rec.Spec.Env {
+		env = append(env, k+"="+v)
+		hasPath = hasPath || k == "PATH"
+	}
+	if !hasPath {
+		env = append(env, "PATH="+defaultPath)
+	}
+	env = append(env,
+		"INSTANCE_ID="+rec.Spec.ID,
+		"INSTANCE_INDEX="+strconv.Itoa(rec.Spec.Index),
+		"HOME="+rec.Dir,
+	)
+	if rec.Port != 0 {
+		env = append(env, "PORT="+strconv.Itoa(rec.Port))
+	}
+	return env
+}
+
+// rollbackStart undoes a failed start: whatever of process, cgroup,
+// directory, leases and record exists is removed, in reverse order.
+func (a *Agent) rollbackStart(in *instance) {
+	rec := &in.rec
+	if err := a.cg.Remove(rec.Cgroup); err != nil {
+		a.log.Error("rollback: remove cgroup", "id", rec.Spec.ID, "err", err)
+	}
+	if in.proc != nil {
+		<-in.proc.Done()
+	}
+	if err := acl.RemoveDir(rec.Dir); err != nil {
+		a.log.Error("rollback: remove dir", "id", rec.Spec.ID, "err", err)
+	}
+	a.releaseLeases(rec)
+	if err := a.store.remove(rec.Spec.ID); err != nil {
+		a.log.Error("rollback: remove record", "id", rec.Spec.ID, "err", err)
+	}
+	a.mu.Lock()
+	delete(a.instances, rec.Spec.ID)
+	a.mu.Unlock()
+}
+
+func (a *Agent) releaseLeases(rec *record) {
+	a.uids.Release(rec.UID, rec.Spec.ID)
+	if rec.Port != 0 {
+		a.ports.Release(rec.Port, rec.Spec.ID)
+	}
+}

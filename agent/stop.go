@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/spawn"
+)
+
+// killWait bounds how long the agent waits for a killed group to empty.
+// SIGKILL cannot be ignored, so only a task stuck in the kernel (D state,
+// e.g. on a dead NFS server) outlasts it.
+const killWait = 10 * time.Second
+
+// Stop ends an instance: SIGTERM to every process, up to timeout for them
+// to go, then SIGKILL to what is left; then everything the instance held is
+// released. Stopping a stopped instance returns it as it is.
+func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
+	if err := validateID("id", req.ID); err != nil {
+		return nil, err
+	}
+	timeout := a.cfg.Stop.Timeout.D()
+	if req.TimeoutMS != nil {
+		if *req.TimeoutMS < 0 || *req.TimeoutMS > 3_600_000 {
+			return nil, invalid("timeout_ms", "must be in [0, 3600000], got %d", *req.TimeoutMS)
+		}
+		timeout = time.Duration(*req.TimeoutMS) * time.Millisecond
+	}
+	in, err := a.lookup(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	in.opMu.Lock()
+	defer in.opMu.Unlock()
+
+	in.mu.Lock()
+	state := in.rec.State
+	in.mu.Unlock()
+	if state.Terminal() {
+		if err := a.release(in); err != nil {
+			return nil, internal(err)
+		}
+		return a.snapshot(in, false), nil
+	}
+	if err := a.setState(in, StateStopping, ""); err != nil {
+		return nil, internal(err)
+	}
+	crashpoint("stop:recorded")
+	a.terminate(in, timeout)
+	crashpoint("stop:terminated")
+	if err := a.finish(in, StateStopped, "stopped by request"); err != nil {
+		return nil, internal(err)
+	}
+	inst := a.snapshot(in, false)
+	a.emit(in, EventStopped, inst.Reason, inst.ExitCode)
+	return inst, nil
+}
+
+// terminate sends SIGTERM to every process and waits up to grace for the
+// group to empty, then kills whatever is left.
+func (a *Agent) terminate(in *instance, grace time.Duration) {
+	g := in.group
+	if g == nil {
+		return
+	}
+	if grace > 0 {
+		if err := g.Signal(unix.SIGTERM); err != nil {
+			a.log.Warn("stop: SIGTERM", "id", in.id, "err", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		err := g.WaitEmpty(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+	if err := g.KillAll(); err != nil {
+		a.log.Warn("stop: kill", "id", in.id, "err", err)
+	}
+}
+
+// finish moves an instance to a terminal state and releases what it held.
+// The state is recorded first, so a crash mid-release is finished by the
+// next agent.
+func (a *Agent) finish(in *instance, state State, reason string) error {
+	in.mu.Lock()
+	rec := &in.rec
+	rec.State = state
+	if rec.ExitedAt == nil {
+		now := time.Now().UTC()
+		rec.ExitedAt = &now
+	}
+	if in.proc != nil {
+		select {
+		case <-in.proc.Done():
+			a.setExit(rec, in.proc.Exited())
+		default:
+		}
+	}
+	if reason != "" {
+		rec.Reason = reason
+	}
+	in.mu.Unlock()
+	if err := a.store.save(rec); err != nil {
+		return err
+	}
+	return a.release(in)
+}
+
+// setExit records how the main process ended. Caller holds in.mu.
+func (a *Agent) setExit(rec *record, e spawn.Exit) {
+	if !e.Known {
+		return
+	}
+	if e.Signal != 0 {
+		rec.Signal = unix.SignalName(e.Signal)
+		return
+	}
+	c := e.Code
+	rec.ExitCode = &c
+}
+
+// release frees everything a terminal instance holds: its processes, cgroup,
+// directory and leases. It is idempotent and resumable.
+func (a *Agent) release(in *instance) error {
+	in.mu.Lock()
+	rec := &in.rec
+	done := rec.Released
+	in.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := a.cg.Remove(rec.Cgroup); err != nil {
+		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
+	}
+	crashpoint("release:cgroup")
+	if in.proc != nil {
+		select {
+		case <-in.proc.Done():
+		case <-time.After(killWait):
+			return fmt.Errorf("release %s: main process %d did not exit after SIGKILL", rec.Spec.ID, rec.PID)
+		}
+	}
+	if err := acl.RemoveDir(rec.Dir); err != nil {
+		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
+	}
+	crashpoint("release:dir")
+	a.releaseLeases(rec)
+	in.mu.Lock()
+	rec.Released = true
+	in.group = nil
+	in.mu.Unlock()
+	return a.store.save(rec)
+}
+
+func (a *Agent) setState(in *instance, s State, reason string) error {
+	in.mu.Lock()
+	in.rec.State = s
+	if reason != "" {
+		in.rec.Reason = reason
+	}
+	in.mu.Unlock()
+	return a.store.save(&in.rec)
+}
+
+// watch waits for the main process to end; an end nobody asked for makes
+// the instance exited or crashed, and the rest of it is killed and released.
+func (a *Agent) watch(in *instance) {
+	p := in.proc
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		<-p.Done()
+		in.opMu.Lock()
+		defer in.opMu.Unlock()
+		in.mu.Lock()
+		state := in.rec.State
+		in.mu.Unlock()
+		if state != StateRunning {
+			return // a stop owns this exit
+		}
+		state, reason := classifyExit(p.Exited())
+		if err := a.finish(in, state, reason); err != nil {
+			a.log.Error("instance exit: release", "id", in.id, "err", err)
+		}
+		inst := a.snapshot(in, false)
+		a.log.Info("instance ended", "id", in.id, "state", state, "reason", reason)
+		a.emit(in, string(state), reason, inst.ExitCode)
+	}()
+}
+
+// classifyExit names the state and reason of a main process's own end.
+func classifyExit(e spawn.Exit) (State, string) {
+	switch {
+	case !e.Known:
+		// Re-adopted processes are not the agent's children: the kernel
+		// gives their status to someone else.
+		return StateExited, "main process exited; exit status unknown (it was started before the agent restarted)"
+	case e.Signal != 0:
+		return StateCrashed, fmt.Sprintf("main process killed by signal %s", unix.SignalName(e.Signal))
+	case e.Code != 0:
+		return StateCrashed, fmt.Sprintf("main process exited with code %d", e.Code)
+	}
+	return StateExited, "main process exited with code 0"
+}

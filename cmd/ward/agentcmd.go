@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/localapi"
+)
+
+func runAgent(args []string, stdout, stderr io.Writer) error {
+	fset := newFlags("agent", "[--config FILE] [--dev] [--host-id ID] [--state-dir DIR] [--socket PATH] [--nats URL[,URL...]]", stderr)
+	cfgPath := fset.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists)")
+	dev := fset.Bool("dev", false, "development mode: no config file, state under a temp dir, cgroup parent /ward-dev")
+	hostID := fset.String("host-id", "", "override host_id")
+	stateDir := fset.String("state-dir", "", "override state_dir")
+	socket := fset.String("socket", "", "override socket")
+	natsURLs := fset.String("nats", "", "override nats.servers (comma-separated)")
+	logLevel := fset.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fset, args); err != nil {
+		return err
+	}
+	if fset.NArg() > 0 {
+		return usagef("unexpected argument %q", fset.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := loadConfig(*cfgPath, *dev)
+	if err != nil {
+		return err
+	}
+	if *hostID != "" {
+		cfg.HostID = *hostID
+	}
+	if *stateDir != "" {
+		cfg.StateDir = *stateDir
+	}
+	if *socket != "" {
+		cfg.Socket = *socket
+	}
+	if *natsURLs != "" {
+		cfg.NATS.Servers = strings.Split(*natsURLs, ",")
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the agent must run as root: it creates cgroups and runs instances as pool users")
+	}
+
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	l, err := localapi.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Socket)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("agent ready", "host", cfg.HostID, "socket", cfg.Socket, "state_dir", cfg.StateDir,
+		"cgroup", a.CgroupMode().String()+":"+cfg.Cgroup.Parent)
+	go a.Run(ctx)
+	err = localapi.Serve(ctx, l, localapi.NewHandler(a, a.Events(), log))
+	// Instances keep running: a restarted agent re-adopts them.
+	log.Info("agent stopped; instances keep running")
+	return err
+}
+
+// loadConfig returns the --dev profile, the given file, or the default file
+// when it exists (defaults otherwise: every key has one).
+func loadConfig(path string, dev bool) (*config.Config, error) {
+	if dev {
+		if path != "" {
+			return nil, usagef("--dev takes no --config")
+		}
+		return config.Dev(filepath.Join(os.TempDir(), "ward-dev")), nil
+	}
+	if path != "" {
+		return config.Load(path)
+	}
+	cfg, err := config.Load(config.DefaultPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return config.Default(), nil
+	}
+	return cfg, err
+}

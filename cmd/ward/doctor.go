@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+
+	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/localapi"
+)
+
+type checkResult struct {
+	level string // OK, WARN, FAIL
+	name  string
+	msg   string
+	fix   string
+}
+
+func runDoctor(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("doctor", "[--config FILE]", stderr)
+	cfgPath := fs.String("config", "", "configuration file (default "+config.DefaultPath+" if it exists)")
+	socket := socketFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, false)
+	if err != nil {
+		return err
+	}
+	var results []checkResult
+	results = append(results, checkCgroups(cfg)...)
+	results = append(results, checkUIDPool(cfg)...)
+	results = append(results, checkQuota(cfg))
+	results = append(results, checkACLs(cfg))
+	results = append(results, checkNATS(cfg))
+	results = append(results, checkAgent(*socket))
+
+	failed := 0
+	for _, r := range results {
+		fmt.Fprintf(stdout, "%-4s  %-10s %s\n", r.level, r.name, r.msg)
+		if r.level != "OK" && r.fix != "" {
+			fmt.Fprintf(stdout, "      %-10s fix: %s\n", "", r.fix)
+		}
+		if r.level == "FAIL" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d check(s) failed", failed)
+	}
+	return nil
+}
+
+var doctorV1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+
+func checkCgroups(cfg *config.Config) []checkResult {
+	const root = "/sys/fs/cgroup"
+	switch cgroups.Mode() {
+	case cgroups.Unified:
+		b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+		if err != nil {
+			return []checkResult{{"FAIL", "cgroup", "v2: " + err.Error(), "mount cgroup2 at " + root}}
+		}
+		have := strings.Fields(string(b))
+		var missing []string
+		for _, c := range []string{"memory", "cpu", "pids", "io"} {
+			if !contains(have, c) {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) > 0 {
+			return []checkResult{{"FAIL", "cgroup", "v2 lacks controllers " + strings.Join(missing, " "), "enable them in the kernel (cgroup_enable=...) and in the root's cgroup.subtree_control"}}
+		}
+		res := []checkResult{{"OK", "cgroup", "v2 with memory cpu pids io", ""}}
+		return append(res, checkDelegationV2(root, cfg.Cgroup.Parent))
+	case cgroups.Legacy, cgroups.Hybrid:
+		var missing []string
+		for _, c := range doctorV1Controllers {
+			if _, err := os.Stat(filepath.Join(root, c, "cgroup.procs")); err != nil {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) > 0 {
+			return []checkResult{{"FAIL", "cgroup", "v1 hierarchies missing: " + strings.Join(missing, " "), "mount each controller at " + root + "/<controller>"}}
+		}
+		res := []checkResult{{"OK", "cgroup", "v1 with " + strings.Join(doctorV1Controllers, " "), ""}}
+		if _, err := os.Stat(filepath.Join(root, "memory", "memory.memsw.limit_in_bytes")); err != nil {
+			res = append(res, checkResult{"WARN", "swap", "no swap accounting (memory.memsw.*): swap limits cannot be enforced", "boot with swapaccount=1"})
+		}
+		return append(res, checkDelegationV1(root, cfg.Cgroup.Parent))
+	}
+	return []checkResult{{"FAIL", "cgroup", "no cgroup hierarchy found", "mount cgroup v1 hierarchies or cgroup2 at " + root}}
+}
+
+func checkDelegationV1(root, parent string) checkResult {
+	for _, c := range doctorV1Controllers {
+		dir := filepath.Join(root, c, parent)
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			dir = filepath.Join(root, c)
+		}
+		if err := writable(dir); err != nil {
+			return checkResult{"FAIL", "delegation", fmt.Sprintf("cannot create groups under %s: %v", dir, err), "run the agent as root with the unit's Delegate=yes"}
+		}
+	}
+	return checkResult{"OK", "delegation", "parent " + parent + " writable in every hierarchy", ""}
+}
+
+func checkDelegationV2(root, parent string) checkResult {
+	dir := filepath.Join(root, parent)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		dir = root
+	}
+	if err := writable(dir); err != nil {
+		return checkResult{"FAIL", "delegation", fmt.Sprintf("cannot create groups under %s: %v", dir, err), "run the agent as root with the unit's Delegate=yes"}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err == nil && dir != root {
+		have := strings.Fields(string(b))
+		for _, c := range []string{"memory", "cpu", "pids"} {
+			if !contains(have, c) {
+				return checkResult{"WARN", "delegation", fmt.Sprintf("%s does not delegate %s yet (the agent enables it on first start)", dir, c), ""}
+			}
+		}
+	}
+	return checkResult{"OK", "delegation", "parent " + parent + " can hold instance groups", ""}
+}
+
+func writable(dir string) error {
+	return unixAccess(dir)
+}
+
+func checkUIDPool(cfg *config.Config) []checkResult {
+	u := cfg.Users
+	pool := acl.NewUIDPool(u.UIDMin, u.UIDMax, u.Group, uint32(u.GID))
+	var res []checkResult
+	if err := pool.CheckPasswd("/etc/passwd"); err != nil {
+		res = append(res, checkResult{"FAIL", "uid pool", err.Error(), "change users.uid_min/uid_max in the config"})
+	} else {
+		res = append(res, checkResult{"OK", "uid pool", fmt.Sprintf("%d..%d free of passwd users", u.UIDMin, u.UIDMax), ""})
+	}
+	gid, found := lookupGroup(u.Group)
+	switch {
+	case !found:
+		res = append(res, checkResult{"WARN", "group", fmt.Sprintf("group %q does not exist (instances still run with gid %d)", u.Group, u.GID), "ward setup"})
+	case gid != u.GID:
+		res = append(res, checkResult{"FAIL", "group", fmt.Sprintf("group %q has gid %d, config says %d", u.Group, gid, u.GID), "align users.gid with /etc/group"})
+	default:
+		res = append(res, checkResult{"OK", "group", fmt.Sprintf("%s (gid %d)", u.Group, gid), ""})
+	}
+	return res
+}
+
+func lookupGroup(name string) (int, bool) {
+	f, err := os.Open("/etc/group")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), ":")
+		if len(p) >= 3 && p[0] == name {
+			gid, err := strconv.Atoi(p[2])
+			return gid, err == nil
+		}
+	}
+	return 0, false
+}
+
+func checkQuota(cfg *config.Config) checkResult {
+	if cfg.Quota.Backend == "none" {
+		return checkResult{"WARN", "quota", "backend none: disk limits are recorded but not enforced", "set quota.backend (btrfs, project or user)"}
+	}
+	return checkResult{"OK", "quota", "backend " + cfg.Quota.Backend + " (the agent verifies enforcement at start)", ""}
+}
+
+func checkACLs(cfg *config.Config) checkResult {
+	var drift, absent []string
+	for _, p := range cfg.ACL.Deny {
+		ok, err := acl.DeniesGroup(p, uint32(cfg.Users.GID))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			absent = append(absent, p)
+		case err != nil || !ok:
+			drift = append(drift, p)
+		}
+	}
+	present := len(cfg.ACL.Deny) - len(absent)
+	if len(drift) > 0 {
+		return checkResult{"FAIL", "acl", fmt.Sprintf("%d of %d present deny-list paths lack the group:%s:--- entry: %s", len(drift), present, cfg.Users.Group, strings.Join(first(drift, 5), " ")), "ward setup"}
+	}
+	return checkResult{"OK", "acl", fmt.Sprintf("%d deny-list paths denied to %s (%d not installed)", present, cfg.Users.Group, len(absent)), ""}
+}
+
+func checkNATS(cfg *config.Config) checkResult {
+	var reached, failed []string
+	for _, s := range cfg.NATS.Servers {
+		addr := s
+		if u, err := url.Parse(s); err == nil && u.Host != "" {
+			addr = u.Host
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "4222")
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			failed = append(failed, s)
+			continue
+		}
+		c.Close()
+		reached = append(reached, s)
+	}
+	if len(reached) == 0 {
+		return checkResult{"FAIL", "nats", "no server reachable: " + strings.Join(failed, " "), "check nats.servers and the network; instances keep running meanwhile"}
+	}
+	if len(failed) > 0 {
+		return checkResult{"WARN", "nats", fmt.Sprintf("reachable %s; unreachable %s", strings.Join(reached, " "), strings.Join(failed, " ")), ""}
+	}
+	return checkResult{"OK", "nats", "reachable: " + strings.Join(reached, " "), ""}
+}
+
+func checkAgent(socket string) checkResult {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l, err := localapi.NewClient(socket).List(ctx)
+	if err != nil {
+		return checkResult{"WARN", "agent", "not answering on " + socket, "systemctl start ward"}
+	}
+	return checkResult{"OK", "agent", fmt.Sprintf("answering on %s, %d instances", socket, len(l.Instances)), ""}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func first(l []string, n int) []string {
+	if len(l) > n {
+		return append(l[:n:n], "...")
+	}
+	return l
+}

@@ -1,0 +1,198 @@
+// Package localapi is the agent's local transport: JSON over HTTP on a unix
+// socket, root only. Its requests and replies are the bus's, byte for byte;
+// the CLI is its client.
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hostward/ward/agent"
+)
+
+// API is what the socket serves; *agent.Agent implements it.
+type API interface {
+	Start(context.Context, agent.Request) (*agent.Instance, error)
+	Stop(context.Context, agent.StopRequest) (*agent.Instance, error)
+	Limit(context.Context, agent.LimitRequest) (*agent.Instance, error)
+	Info(context.Context, agent.InfoRequest) (*agent.Instance, error)
+	List(context.Context) (*agent.List, error)
+}
+
+// EventSource feeds `ward events`.
+type EventSource interface {
+	Subscribe() (<-chan agent.Event, func())
+}
+
+// NewHandler returns the HTTP handler for api and events.
+func NewHandler(api API, events EventSource, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/start", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+		var req agent.Request
+		if err := agent.Decode(b, &req); err != nil {
+			return nil, err
+		}
+		return api.Start(ctx, req)
+	}))
+	mux.HandleFunc("POST /v1/stop", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+		var req agent.StopRequest
+		if err := agent.Decode(b, &req); err != nil {
+			return nil, err
+		}
+		return api.Stop(ctx, req)
+	}))
+	mux.HandleFunc("POST /v1/limit", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+		var req agent.LimitRequest
+		if err := agent.Decode(b, &req); err != nil {
+			return nil, err
+		}
+		return api.Limit(ctx, req)
+	}))
+	mux.HandleFunc("POST /v1/info", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+		var req agent.InfoRequest
+		if err := agent.Decode(b, &req); err != nil {
+			return nil, err
+		}
+		return api.Info(ctx, req)
+	}))
+	mux.HandleFunc("POST /v1/list", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+		if err := agent.Decode(b, &struct{}{}); err != nil {
+			return nil, err
+		}
+		return api.List(ctx)
+	}))
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		streamEvents(w, r, events)
+	})
+	return mux
+}
+
+func endpoint(log *slog.Logger, h func(context.Context, []byte) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, agent.MaxRequestBytes+1))
+		if err != nil {
+			writeError(w, &agent.Error{Code: agent.CodeInvalidArgument, Message: "reading request: " + err.Error()})
+			return
+		}
+		v, err := h(r.Context(), body)
+		if err != nil {
+			e := agent.AsError(err)
+			if e.Code == agent.CodeInternal {
+				log.Error("request failed", "path", r.URL.Path, "err", err)
+			}
+			writeError(w, e)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+}
+
+var statusOf = map[agent.Code]int{
+	agent.CodeInvalidArgument:   http.StatusBadRequest,
+	agent.CodeNotFound:          http.StatusNotFound,
+	agent.CodeConflict:          http.StatusConflict,
+	agent.CodeResourceExhausted: http.StatusTooManyRequests,
+	agent.CodeUnavailable:       http.StatusServiceUnavailable,
+	agent.CodeInternal:          http.StatusInternalServerError,
+}
+
+func writeError(w http.ResponseWriter, e *agent.Error) {
+	status, ok := statusOf[e.Code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(agent.Body(e))
+}
+
+// streamEvents writes one JSON event per line until the client goes away.
+func streamEvents(w http.ResponseWriter, r *http.Request, src EventSource) {
+	ch, cancel := src.Subscribe()
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e, ok := <-ch:
+			if !ok {
+				return // fell behind; the client reconnects
+			}
+			if enc.Encode(e) != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}
+
+// Listen opens the agent's socket at path, mode 0600: anyone who can talk
+// to it can run anything as a pool user. A socket left by a dead agent is
+// replaced; one a live agent answers on is not.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("localapi: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("localapi: another agent is serving on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("localapi: %w", err)
+		}
+	}
+	// The umask closes the window between bind and chmod.
+	old := umask(0o177)
+	l, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves h on l until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = srv.Close()
+	}
+	return err
+}

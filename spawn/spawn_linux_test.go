@@ -1,0 +1,309 @@
+package spawn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/internal/testroot"
+)
+
+const (
+	testUID = 29990 // from the top of the default pool; no passwd entry needed
+	testGID = 29990
+)
+
+var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+
+// TestMain lets the test binary double as the instance program for cases
+// that need behaviour no base tool gives (allocating memory).
+func TestMain(m *testing.M) {
+	if os.Getenv("SPAWN_TEST_HOG") != "" {
+		n, _ := strconv.Atoi(os.Getenv("SPAWN_TEST_HOG"))
+		b := make([]byte, n)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// v1Group makes a throwaway group in every controller spawn is tested with
+// and removes it (waiting for stragglers) when the test ends.
+func v1Group(t *testing.T) []string {
+	t.Helper()
+	testroot.Require(t)
+	parent := fmt.Sprintf("ward-spawn-test-%08x", rand.Uint32())
+	var dirs []string
+	for _, c := range v1Controllers {
+		d := filepath.Join("/sys/fs/cgroup", c, parent, "inst")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, d)
+	}
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			for i := 0; i < 200; i++ {
+				if err := os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := os.Remove(filepath.Dir(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("cleanup %s: %v", d, err)
+			}
+		}
+	})
+	return dirs
+}
+
+func outputFiles(t *testing.T) (*os.File, *os.File) {
+	dir := t.TempDir()
+	out, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errf, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close(); errf.Close() })
+	return out, errf
+}
+
+func shell(script string, dirs []string, out, errf *os.File) Spec {
+	return Spec{
+		Path: "/bin/sh", Args: []string{"sh", "-c", script},
+		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/",
+		UID: testUID, GID: testGID,
+		Stdout: out, Stderr: errf,
+		CgroupV1Dirs: dirs,
+	}
+}
+
+func wait(t *testing.T, p *Process) Exit {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("wait %d: %v", p.Pid, err)
+	}
+	return e
+}
+
+func TestStartInCgroupAsUser(t *testing.T) {
+	dirs := v1Group(t)
+	out, errf := outputFiles(t)
+	p, err := Start(shell(`cat /proc/self/cgroup; id -u; id -g; id -G; cut -d' ' -f6 /proc/self/stat; echo $$; pwd; echo err >&2`, dirs, out, errf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); !e.Known || e.Code != 0 || e.Signal != 0 {
+		t.Fatalf("exit %+v", e)
+	}
+	b, _ := os.ReadFile(out.Name())
+	got := string(b)
+	cgPath := "/" + filepath.Base(filepath.Dir(dirs[0])) + "/inst"
+	for _, c := range v1Controllers {
+		if !strings.Contains(got, ":"+c+":"+cgPath+"\n") {
+			t.Errorf("not in %s group %s:\n%s", c, cgPath, got)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(got), "\n")
+	n := len(lines)
+	id := lines[n-6 : n]
+	want := []string{strconv.Itoa(testUID), strconv.Itoa(testGID), strconv.Itoa(testGID)}
+	for i, w := range want {
+		if id[i] != w {
+			t.Errorf("id line %d = %q, want %q (uid, gid, groups)", i, id[i], w)
+		}
+	}
+	if id[3] != id[4] {
+		t.Errorf("session id %s != pid %s: not a new session", id[3], id[4])
+	}
+	if id[5] != "/" {
+		t.Errorf("cwd %q", id[5])
+	}
+	if b, _ := os.ReadFile(errf.Name()); string(b) != "err\n" {
+		t.Errorf("stderr %q", b)
+	}
+}
+
+func TestAgentThreadLeavesGroup(t *testing.T) {
+	dirs := v1Group(t)
+	out, errf := outputFiles(t)
+	for i := 0; i < 20; i++ {
+		p, err := Start(shell("exit 0", dirs, out, errf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait(t, p)
+	}
+	// The forking threads exit right after the fork; once they are gone no
+	// task of this process may remain in any group.
+	self := strconv.Itoa(os.Getpid())
+	deadline := time.Now().Add(5 * time.Second)
+	for _, d := range dirs {
+		for {
+			b, err := os.ReadFile(d + "/tasks")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(strings.TrimSpace(string(b))) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still holds tasks %q (agent pid %s)", d, b, self)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	dirs := v1Group(t)
+	out, errf := outputFiles(t)
+	p, err := Start(shell("exit 3", dirs, out, errf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); !e.Known || e.Code != 3 || e.Signal != 0 {
+		t.Fatalf("exit %+v, want code 3", e)
+	}
+	p, err = Start(shell("kill -KILL $$", dirs, out, errf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); !e.Known || e.Signal != syscall.SIGKILL {
+		t.Fatalf("exit %+v, want SIGKILL", e)
+	}
+	p, err = Start(shell("sleep 100", dirs, out, errf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); e.Signal != syscall.SIGTERM {
+		t.Fatalf("exit %+v, want SIGTERM", e)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("signal after exit: %v", err)
+	}
+}
+
+func TestMemoryChargedToInstance(t *testing.T) {
+	dirs := v1Group(t)
+	if err := os.WriteFile(dirs[0]+"/memory.limit_in_bytes", []byte("33554432"), 0); err != nil {
+		t.Fatal(err)
+	}
+	out, errf := outputFiles(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test binary must be readable by the pool uid.
+	binDir, err := os.MkdirTemp("", "ward-spawn-hog-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(binDir) })
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "hog")
+	copyFile(t, exe, bin)
+	spec := Spec{
+		Path: bin, Args: []string{"hog"}, Dir: "/",
+		Env: []string{"SPAWN_TEST_HOG=" + strconv.Itoa(128<<20)},
+		UID: testUID, GID: testGID, Stdout: out, Stderr: errf, CgroupV1Dirs: dirs,
+	}
+	p, err := Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); e.Signal != syscall.SIGKILL {
+		t.Fatalf("128 MiB allocation under a 32 MiB limit ended %+v, want OOM SIGKILL", e)
+	}
+	spec.Env = []string{"SPAWN_TEST_HOG=" + strconv.Itoa(4<<20)}
+	p, err = Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); !e.Known || e.Code != 0 {
+		t.Fatalf("4 MiB allocation ended %+v", e)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdopt(t *testing.T) {
+	testroot.Require(t)
+	cmd := exec.Command("sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	st, err := StartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Adopt(cmd.Process.Pid, st+1); !errors.Is(err, ErrGone) {
+		t.Fatalf("adopt with another start time: %v, want ErrGone", err)
+	}
+	p, err := Adopt(cmd.Process.Pid, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("adopted process reported done while running")
+	case <-time.After(20 * time.Millisecond):
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(t, p); e.Known {
+		t.Fatalf("adopted exit %+v claims a known status", e)
+	}
+	cmd.Wait()
+	if _, err := Adopt(cmd.Process.Pid, st); !errors.Is(err, ErrGone) {
+		t.Fatalf("adopt of a reaped process: %v, want ErrGone", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	dirs := v1Group(t)
+	out, errf := outputFiles(t)
+	spec := shell("true", dirs, out, errf)
+	spec.Path = "/nonexistent/bin"
+	if _, err := Start(spec); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("missing binary: %v", err)
+	}
+	spec = shell("true", []string{"/sys/fs/cgroup/memory/ward-no-such-group"}, out, errf)
+	if _, err := Start(spec); err == nil {
+		t.Fatal("start into a missing group succeeded")
+	}
+	spec = shell("true", nil, out, errf)
+	if _, err := Start(spec); err == nil {
+		t.Fatal("start without placement succeeded")
+	}
+}

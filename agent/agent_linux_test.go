@@ -2,18 +2,17 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/leakcheck"
 	"github.com/hostward/ward/internal/testroot"
 )
 
@@ -24,7 +23,7 @@ const (
 	testUIDMax = 28999
 )
 
-var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+var v1Controllers = leakcheck.V1Controllers
 
 // newTestAgent makes an agent over a fresh state dir and a random cgroup
 // parent, and on cleanup stops whatever is left and checks nothing leaked.
@@ -69,11 +68,7 @@ func testConfig(t *testing.T) *config.Config {
 	return cfg
 }
 
-func removeParent(parent string) {
-	for _, c := range v1Controllers {
-		os.Remove(filepath.Join("/sys/fs/cgroup", c, parent))
-	}
-}
+func removeParent(parent string) { leakcheck.RemoveParent(parent) }
 
 func stopAll(t *testing.T, a *Agent) {
 	l, _ := a.List(context.Background())
@@ -87,96 +82,9 @@ func stopAll(t *testing.T, a *Agent) {
 	}
 }
 
-// checkNoLeaks is the leak scanner: no group under the parent in any
-// controller, no instance dir, no unreleased record, no process running as
-// a pool uid. Releases run right after an exit, so it gives them a moment.
 func checkNoLeaks(t *testing.T, cfg *config.Config) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		leaks := findLeaks(cfg)
-		if len(leaks) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, l := range leaks {
-				t.Error("leak: " + l)
-			}
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func findLeaks(cfg *config.Config) []string {
-	var leaks []string
-	for _, c := range v1Controllers {
-		ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", c, cfg.Cgroup.Parent))
-		for _, e := range ents {
-			if e.IsDir() {
-				leaks = append(leaks, fmt.Sprintf("cgroup %s:%s/%s", c, cfg.Cgroup.Parent, e.Name()))
-			}
-		}
-	}
-	ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "instances"))
-	for _, e := range ents {
-		leaks = append(leaks, "instance dir "+e.Name())
-	}
-	recDir := filepath.Join(cfg.StateDir, "records")
-	ents, _ = os.ReadDir(recDir)
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(recDir, e.Name()))
-		if err != nil {
-			continue
-		}
-		var r record
-		if err := json.Unmarshal(b, &r); err != nil {
-			leaks = append(leaks, fmt.Sprintf("record %s unreadable: %v", e.Name(), err))
-		} else if !r.Released {
-			leaks = append(leaks, fmt.Sprintf("record %s in state %s holds uid %d port %d", r.Spec.ID, r.State, r.UID, r.Port))
-		}
-	}
-	for _, pid := range poolProcesses(cfg.Users.UIDMin, cfg.Users.UIDMax) {
-		leaks = append(leaks, fmt.Sprintf("process %d runs as a pool uid", pid))
-	}
-	return leaks
-}
-
-func poolProcesses(min, max int) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
-				if uid, _ := strconv.Atoi(f[1]); uid >= min && uid <= max {
-					if st := procState(b); st != "Z" {
-						out = append(out, pid)
-					}
-				}
-			}
-		}
-	}
-	return out
-}
-
-func procState(status []byte) string {
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "State:" {
-			return f[1]
-		}
-	}
-	return ""
+	leakcheck.Check(t, cfg, nil)
 }
 
 func sh(script string) []string { return []string{"/bin/sh", "-c", script} }

@@ -426,7 +426,14 @@ func (g *Group) Signal(sig unix.Signal) error {
 
 func signalAll(pids []int, sig unix.Signal) error {
 	var errs []error
+	self := os.Getpid()
 	for _, pid := range pids {
+		// A v1 group lists the process of every thread in it. The caller
+		// may have a thread passing through (see package spawn): never
+		// signal ourselves.
+		if pid == self {
+			continue
+		}
 		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("signal %d: %w", pid, err))
 		}

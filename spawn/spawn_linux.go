@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -132,29 +133,56 @@ func Start(spec Spec) (*Process, error) {
 // startFromV1Thread forks from a fresh OS thread that first joins the v1
 // groups, so the child is born inside them. The thread is never returned to
 // the runtime's pool: the goroutine exits locked, and the runtime ends it.
+// Start returns only once that thread is gone: while it lives, the agent's
+// own pid is listed in the instance's groups, where a kill-all would reach
+// the agent and a freeze would stop it.
 func startFromV1Thread(dirs []string, path string, args []string, attr *syscall.ProcAttr) (int, error) {
 	type result struct {
-		pid int
-		err error
+		pid, tid int
+		err      error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		tid := []byte(strconv.Itoa(unix.Gettid()))
+		tid := unix.Gettid()
+		r := result{tid: tid}
 		for _, d := range dirs {
-			if err := os.WriteFile(d+"/tasks", tid, 0); err != nil {
-				ch <- result{err: fmt.Errorf("spawn: join cgroup %s: %w", d, err)}
-				return
+			if err := os.WriteFile(d+"/tasks", []byte(strconv.Itoa(tid)), 0); err != nil {
+				r.err = fmt.Errorf("spawn: join cgroup %s: %w", d, err)
+				break
 			}
 		}
-		pid, _, err := syscall.StartProcess(path, args, attr)
-		if err != nil {
-			err = fmt.Errorf("spawn: start %s: %w", path, err)
+		if r.err == nil {
+			r.pid, _, r.err = syscall.StartProcess(path, args, attr)
+			if r.err != nil {
+				r.err = fmt.Errorf("spawn: start %s: %w", path, r.err)
+			}
 		}
-		ch <- result{pid, err}
+		ch <- r
 	}()
 	r := <-ch
+	if err := awaitThreadExit(r.tid); err != nil && r.err == nil {
+		r.err = err
+	}
 	return r.pid, r.err
+}
+
+// threadExitTimeout bounds the wait for a spawning thread to end; the
+// runtime ends it right after its goroutine returns, within microseconds.
+const threadExitTimeout = 5 * time.Second
+
+func awaitThreadExit(tid int) error {
+	p := "/proc/self/task/" + strconv.Itoa(tid)
+	deadline := time.Now().Add(threadExitTimeout)
+	for d := time.Duration(0); ; d = min(2*d+10*time.Microsecond, time.Millisecond) {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("spawn: thread %d still alive inside the instance's cgroups", tid)
+		}
+		time.Sleep(d)
+	}
 }
 
 // Adopt re-attaches to a process started by an earlier agent. startTime

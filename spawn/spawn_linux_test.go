@@ -144,30 +144,28 @@ func TestStartInCgroupAsUser(t *testing.T) {
 func TestAgentThreadLeavesGroup(t *testing.T) {
 	dirs := v1Group(t)
 	out, errf := outputFiles(t)
-	for i := 0; i < 20; i++ {
-		p, err := Start(shell("exit 0", dirs, out, errf))
-		if err != nil {
-			t.Fatal(err)
+	for i := 0; i < 50; i++ {
+		// A failed exec returns early: the thread must be gone then too.
+		spec := shell("exit 0", dirs, out, errf)
+		if i%2 == 1 {
+			spec.Path = "/nonexistent"
 		}
-		wait(t, p)
-	}
-	// The forking threads exit right after the fork; once they are gone no
-	// task of this process may remain in any group.
-	self := strconv.Itoa(os.Getpid())
-	deadline := time.Now().Add(5 * time.Second)
-	for _, d := range dirs {
-		for {
-			b, err := os.ReadFile(d + "/tasks")
-			if err != nil {
-				t.Fatal(err)
+		p, err := Start(spec)
+		// Checked at once: a kill-all right after Start must not find the
+		// agent in the group.
+		for _, d := range dirs {
+			b, rerr := os.ReadFile(d + "/tasks")
+			if rerr != nil {
+				t.Fatal(rerr)
 			}
-			if len(strings.TrimSpace(string(b))) == 0 {
-				break
+			for _, tid := range strings.Fields(string(b)) {
+				if _, serr := os.Stat("/proc/self/task/" + tid); serr == nil {
+					t.Fatalf("agent thread %s still in %s after Start returned", tid, d)
+				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s still holds tasks %q (agent pid %s)", d, b, self)
-			}
-			time.Sleep(5 * time.Millisecond)
+		}
+		if err == nil {
+			wait(t, p)
 		}
 	}
 }

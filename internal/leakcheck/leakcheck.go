@@ -1,0 +1,176 @@
+// Package leakcheck is the tests' leak scanner: it looks at the host the
+// way an operator would — cgroupfs, the state dir, /proc — and lists
+// anything an agent holds that no live instance justifies.
+package leakcheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/config"
+)
+
+// V1Controllers are the hierarchies ward creates groups in on cgroup v1.
+var V1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+
+// Find lists leaks: groups under the parent, instance dirs, records still
+// holding a uid or port, and live (non-zombie) processes running as a pool
+// uid. live names instance ids that are expected to exist; their group,
+// dir, record and processes are not leaks.
+func Find(cfg *config.Config, live map[string]bool) []string {
+	var leaks []string
+	for _, c := range V1Controllers {
+		ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", c, cfg.Cgroup.Parent))
+		for _, e := range ents {
+			if e.IsDir() && !live[idOfGroup(e.Name())] {
+				leaks = append(leaks, fmt.Sprintf("cgroup %s:%s/%s", c, cfg.Cgroup.Parent, e.Name()))
+			}
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "instances"))
+	for _, e := range ents {
+		if !live[e.Name()] {
+			leaks = append(leaks, "instance dir "+e.Name())
+		}
+	}
+	liveUIDs := map[int]bool{}
+	recDir := filepath.Join(cfg.StateDir, "records")
+	ents, _ = os.ReadDir(recDir)
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(recDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var r struct {
+			Spec     struct{ ID string }
+			State    string
+			UID      int
+			Port     int
+			Released bool
+		}
+		switch err := json.Unmarshal(b, &r); {
+		case err != nil:
+			leaks = append(leaks, fmt.Sprintf("record %s unreadable: %v", e.Name(), err))
+		case live[r.Spec.ID]:
+			liveUIDs[r.UID] = true
+		case !r.Released:
+			leaks = append(leaks, fmt.Sprintf("record %s in state %s holds uid %d port %d", r.Spec.ID, r.State, r.UID, r.Port))
+		}
+	}
+	for _, p := range PoolProcesses(cfg.Users.UIDMin, cfg.Users.UIDMax) {
+		if !liveUIDs[p.UID] {
+			leaks = append(leaks, fmt.Sprintf("process %d runs as pool uid %d", p.PID, p.UID))
+		}
+	}
+	return leaks
+}
+
+// idOfGroup returns the id part of a "<name>-<index>-<id>" group name. Ids
+// may contain '-', names too; the index is the first all-digit element
+// after the name, which is ambiguous in general, so the id is matched as a
+// suffix by the callers' live set instead.
+func idOfGroup(group string) string {
+	parts := strings.Split(group, "-")
+	for i := 1; i < len(parts)-1; i++ {
+		if _, err := strconv.Atoi(parts[i]); err == nil {
+			return strings.Join(parts[i+1:], "-")
+		}
+	}
+	return group
+}
+
+// Process is a process running as a pool uid.
+type Process struct{ PID, UID int }
+
+// PoolProcesses lists live processes whose real uid is in [min, max].
+// Zombies are left out: they hold no resources, and an orphan's zombie is
+// its new parent's (pid 1's) to reap.
+func PoolProcesses(min, max int) []Process {
+	var out []Process
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		uid, zombie := -1, false
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			switch f[0] {
+			case "Uid:":
+				uid, _ = strconv.Atoi(f[1])
+			case "State:":
+				zombie = f[1] == "Z"
+			}
+		}
+		if uid >= min && uid <= max && !zombie {
+			out = append(out, Process{PID: pid, UID: uid})
+		}
+	}
+	return out
+}
+
+// Check fails t with every leak still present after a short grace (releases
+// run right after an exit, asynchronously).
+func Check(t testing.TB, cfg *config.Config, live map[string]bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		leaks := Find(cfg, live)
+		if len(leaks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, l := range leaks {
+				t.Error("leak: " + l)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// RemoveParent removes a test's cgroup parent in every hierarchy, with any
+// groups left in it, killing what still runs there. For t.Cleanup.
+func RemoveParent(parent string) {
+	if parent == "" || parent == "/" {
+		return
+	}
+	for _, c := range V1Controllers {
+		dir := filepath.Join("/sys/fs/cgroup", c, parent)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			sub := filepath.Join(dir, e.Name())
+			if b, err := os.ReadFile(filepath.Join(sub, "cgroup.procs")); err == nil {
+				for _, f := range strings.Fields(string(b)) {
+					if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+						_ = killPid(pid)
+					}
+				}
+			}
+			for i := 0; i < 100 && os.Remove(sub) != nil; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		os.Remove(dir)
+	}
+}

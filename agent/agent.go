@@ -141,6 +141,9 @@ func New(opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
+	if err := checkTraversable(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	if err := a.lock(); err != nil {
 		return nil, err
 	}
@@ -243,6 +246,24 @@ func (a *Agent) all() []*instance {
 
 func (a *Agent) cgroupName(spec *Request) string {
 	return fmt.Sprintf("%s-%d-%s", spec.Name, spec.Index, spec.ID)
+}
+
+// checkTraversable fails unless every ancestor of dir lets others search
+// it: pool users reach their instance dirs through it, and would fail
+// their very first chdir with a puzzling "permission denied".
+func checkTraversable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("agent: state_dir: %w", err)
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("agent: state_dir: %s (mode %04o) is not searchable by pool users; chmod o+x it or move state_dir", d, st.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
 }
 
 func memTotal() (int64, error) {

@@ -53,6 +53,7 @@ func testConfig(t *testing.T) *config.Config {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o711)
 	cfg := config.Default()
 	cfg.HostID = "test"
 	cfg.StateDir = dir

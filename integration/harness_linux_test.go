@@ -1,0 +1,186 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/leakcheck"
+	"github.com/hostward/ward/internal/testroot"
+	"github.com/hostward/ward/localapi"
+)
+
+// Pool range of this package's tests (other packages use other ranges).
+const (
+	uidMin = 27000
+	uidMax = 27999
+)
+
+var wardBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ward-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	wardBin = filepath.Join(dir, "ward")
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	build := exec.Command(goBin, "build", "-o", wardBin, "github.com/hostward/ward/cmd/ward")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building ward:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// host is one test's slice of the machine: a state dir, a cgroup parent, a
+// socket, a uid and port range, and the agent process running over them.
+type host struct {
+	t       *testing.T
+	cfg     *config.Config
+	cfgPath string
+	agent   *exec.Cmd
+	exited  chan struct{}
+	log     *bytes.Buffer
+	client  *localapi.Client
+}
+
+func newHost(t *testing.T) *host {
+	t.Helper()
+	testroot.Require(t)
+	dir, err := os.MkdirTemp("", "ward-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o711)
+	cfg := config.Default()
+	cfg.HostID = "it"
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.Socket = filepath.Join(dir, "ward.sock")
+	cfg.Cgroup.Parent = fmt.Sprintf("/ward-it-%08x", rand.Uint32())
+	cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.GID = uidMin, uidMax, uidMin
+	cfg.Ports.Min = 45000 + rand.IntN(100)*100
+	cfg.Ports.Max = cfg.Ports.Min + 99
+	cfg.Stop.Timeout = config.Duration(2 * time.Second)
+	cfg.Reconcile.Interval = config.Duration(time.Second)
+	h := &host{t: t, cfg: cfg, cfgPath: filepath.Join(dir, "ward.yaml"), client: localapi.NewClient(cfg.Socket)}
+	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(cfg)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.kill()
+		leakcheck.RemoveParent(cfg.Cgroup.Parent)
+		os.RemoveAll(dir)
+	})
+	return h
+}
+
+func yamlOf(c *config.Config) string {
+	return fmt.Sprintf(`host_id: %s
+state_dir: %s
+socket: %s
+cgroup: {parent: %s}
+users: {uid_min: %d, uid_max: %d, group: ward, gid: %d}
+ports: {min: %d, max: %d}
+stop: {timeout: %s}
+reconcile: {interval: %s}
+`, c.HostID, c.StateDir, c.Socket, c.Cgroup.Parent, c.Users.UIDMin, c.Users.UIDMax, c.Users.GID,
+		c.Ports.Min, c.Ports.Max, c.Stop.Timeout, c.Reconcile.Interval)
+}
+
+// start runs the agent with the given crash point ("" for none) and waits
+// until it answers.
+func (h *host) start(crashpoint string) {
+	h.t.Helper()
+	h.log = new(bytes.Buffer)
+	cmd := exec.Command(wardBin, "agent", "--config", h.cfgPath)
+	cmd.Stdout, cmd.Stderr = h.log, h.log // written by exec's copier, read after exit
+	cmd.Env = append(os.Environ(), "WARD_CRASHPOINT="+crashpoint)
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.agent = cmd
+	exited := make(chan struct{})
+	h.exited = exited
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := h.client.List(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			h.t.Fatalf("agent exited during startup: %s", h.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("agent not answering: %v\n%s", err, h.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kill SIGKILLs the agent, as an OOM kill or a crash would.
+func (h *host) kill() {
+	if h.agent == nil || h.agent.Process == nil {
+		return
+	}
+	h.agent.Process.Signal(syscall.SIGKILL)
+	<-h.exited
+	h.agent = nil
+}
+
+// waitDead waits for an agent that is expected to kill itself.
+func (h *host) waitDead() {
+	h.t.Helper()
+	select {
+	case <-h.exited:
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("agent did not crash at its crash point")
+	}
+	h.agent = nil
+}
+
+func (h *host) list() []agent.Instance {
+	h.t.Helper()
+	l, err := h.client.List(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return l.Instances
+}
+
+func (h *host) run(args ...string) (string, string, int) {
+	cmd := exec.Command(wardBin, args...)
+	cmd.Env = append(os.Environ(), "WARD_SOCKET="+h.cfg.Socket)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		h.t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}

@@ -1,0 +1,190 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/internal/leakcheck"
+)
+
+func readTrim(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestInstanceLifecycleThroughCLI(t *testing.T) {
+	h := newHost(t)
+	h.start("")
+
+	out, errOut, code := h.run("run", "--name", "shop", "--index", "2", "--port", "auto",
+		"--memory", "64M", "--swap", "16M", "--cpu-shares", "512", "--cpus", "0.5", "--pids", "64",
+		"--", "sh", "-c", "cat /proc/self/cgroup; id -u; echo port=$PORT; sleep 1000")
+	if code != 0 {
+		t.Fatalf("ward run: %d %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	inst, err := h.client.Info(context.Background(), agent.InfoRequest{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.State != agent.StateRunning || inst.UID == nil || inst.Port == nil || inst.PID == nil {
+		t.Fatalf("instance %+v", inst)
+	}
+	group := h.cfg.Cgroup.Parent + "/shop-2-" + id
+	if inst.Cgroup != group {
+		t.Fatalf("cgroup %q, want %q", inst.Cgroup, group)
+	}
+
+	// What the instance saw from its first instruction on.
+	logf := filepath.Join(inst.Dir, "logs", "stdout.log")
+	waitFor(t, "instance output", func() bool {
+		b, _ := os.ReadFile(logf)
+		return strings.Contains(string(b), "port=")
+	})
+	seen := readTrim(t, logf)
+	for _, c := range leakcheck.V1Controllers {
+		if !strings.Contains(seen, ":"+c+":"+group+"\n") {
+			t.Errorf("instance not in its %s group:\n%s", c, seen)
+		}
+	}
+	uidLine := strconv.Itoa(*inst.UID)
+	if !strings.Contains(seen, "\n"+uidLine+"\n") || *inst.UID < uidMin || *inst.UID > uidMax {
+		t.Errorf("instance uid: want pool uid %d in output:\n%s", *inst.UID, seen)
+	}
+	if !strings.Contains(seen, "port="+strconv.Itoa(*inst.Port)) {
+		t.Errorf("PORT not given: %s", seen)
+	}
+	st, err := os.Stat(inst.Dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("instance dir mode: %v %v", st.Mode(), err)
+	}
+
+	// The kernel holds the limits.
+	cg := func(ctrl, file string) string { return readTrim(t, filepath.Join("/sys/fs/cgroup", ctrl, group, file)) }
+	want := map[[2]string]string{
+		{"memory", "memory.limit_in_bytes"}:       strconv.Itoa(64 << 20),
+		{"memory", "memory.memsw.limit_in_bytes"}: strconv.Itoa(80 << 20),
+		{"cpu", "cpu.shares"}:                     "512",
+		{"cpu", "cpu.cfs_quota_us"}:               "50000",
+		{"cpu", "cpu.cfs_period_us"}:              "100000",
+		{"pids", "pids.max"}:                      "64",
+	}
+	for k, v := range want {
+		if got := cg(k[0], k[1]); got != v {
+			t.Errorf("%s = %s, want %s", k[1], got, v)
+		}
+	}
+
+	// Live change, down and up across memsw.
+	if _, e, code := h.run("limit", id, "--memory", "200M", "--swap", "0", "--cpus", "1.5", "--pids", "100"); code != 0 {
+		t.Fatalf("ward limit: %d %s", code, e)
+	}
+	for k, v := range map[[2]string]string{
+		{"memory", "memory.limit_in_bytes"}:       strconv.Itoa(200 << 20),
+		{"memory", "memory.memsw.limit_in_bytes"}: strconv.Itoa(200 << 20),
+		{"cpu", "cpu.cfs_quota_us"}:               "150000",
+		{"pids", "pids.max"}:                      "100",
+	} {
+		if got := cg(k[0], k[1]); got != v {
+			t.Errorf("after limit: %s = %s, want %s", k[1], got, v)
+		}
+	}
+	if _, e, code := h.run("limit", id, "--memory", "32M"); code != 0 {
+		t.Fatalf("ward limit down: %d %s", code, e)
+	}
+	if got := cg("memory", "memory.limit_in_bytes"); got != strconv.Itoa(32<<20) {
+		t.Errorf("memory after lowering: %s", got)
+	}
+
+	// ps shows it.
+	if out, _, code := h.run("ps"); code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "running") {
+		t.Fatalf("ward ps: %d\n%s", code, out)
+	}
+
+	// Stop: nothing may remain.
+	if out, e, code := h.run("stop", id, "--timeout", "2s"); code != 0 || !strings.Contains(out, "stopped") {
+		t.Fatalf("ward stop: %d %s %s", code, out, e)
+	}
+	for _, c := range leakcheck.V1Controllers {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, group)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s group survives stop", c)
+		}
+	}
+	if _, err := os.Stat(inst.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Error("instance dir survives stop")
+	}
+	if err := syscallKill0(*inst.PID); err == nil {
+		t.Errorf("pid %d alive after stop", *inst.PID)
+	}
+	final, _ := h.client.Info(context.Background(), agent.InfoRequest{ID: id})
+	if final.State != agent.StateStopped || final.PID != nil || final.UID != nil || final.Port != nil {
+		t.Fatalf("stopped instance still holds something: %+v", final)
+	}
+	leakcheck.Check(t, h.cfg, nil)
+	// The port is free again: an explicit claim of it succeeds.
+	out, e, code := h.run("run", "--name", "again", "--port", strconv.Itoa(*inst.Port), "--", "sleep", "1000")
+	if code != 0 {
+		t.Fatalf("port %d not released: %s", *inst.Port, e)
+	}
+	if _, _, code := h.run("stop", strings.TrimSpace(out)); code != 0 {
+		t.Fatal("stop")
+	}
+	leakcheck.Check(t, h.cfg, nil)
+}
+
+func TestCLIExitCodes(t *testing.T) {
+	h := newHost(t)
+	h.start("")
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"ps"}, 0},
+		{[]string{"version"}, 0},
+		{[]string{"bogus"}, 2},
+		{[]string{}, 2},
+		{[]string{"run", "--name", "x"}, 2},
+		{[]string{"run", "--memory", "lots", "--name", "x", "--", "true"}, 2},
+		{[]string{"stop"}, 2},
+		{[]string{"stop", "no-such-id"}, 1},
+		{[]string{"info", "no-such-id"}, 1},
+		{[]string{"run", "--name", "a/b", "--", "true"}, 1},
+		{[]string{"run", "--name", "x", "--", "/nonexistent/prog"}, 1},
+		{[]string{"limit", "no-such-id", "--pids", "5"}, 1},
+	} {
+		_, e, code := h.run(c.args...)
+		if code != c.code {
+			t.Errorf("ward %v: exit %d, want %d (%s)", c.args, code, c.code, e)
+		}
+		if c.code == 1 && !strings.Contains(e, "(") {
+			t.Errorf("ward %v: refusal without the agent's message: %q", c.args, e)
+		}
+	}
+	h.kill()
+	if _, e, code := h.run("ps"); code != 1 || !strings.Contains(e, "cannot reach the agent") {
+		t.Errorf("ps with no agent: %d %q", code, e)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/internal/leakcheck"
 	"github.com/hostward/ward/internal/testroot"
 )
 
@@ -52,19 +53,8 @@ func v1Group(t *testing.T) []string {
 		}
 		dirs = append(dirs, d)
 	}
-	t.Cleanup(func() {
-		for _, d := range dirs {
-			for i := 0; i < 200; i++ {
-				if err := os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			if err := os.Remove(filepath.Dir(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("cleanup %s: %v", d, err)
-			}
-		}
-	})
+	// Kills whatever a test left in the group, then removes it.
+	t.Cleanup(func() { leakcheck.RemoveParent("/" + parent) })
 	return dirs
 }
 

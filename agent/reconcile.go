@@ -18,7 +18,14 @@ import (
 // anything: see recover for each record, then everything under the cgroup
 // parent and the instances directory that no record owns is removed.
 func (a *Agent) reconcile() error {
-	recs, err := a.store.load()
+	boot, err := bootTime()
+	if err != nil {
+		return err
+	}
+	recs, torn, err := a.store.load(boot)
+	for _, t := range torn {
+		a.log.Warn("reconcile: set aside a record torn by a power loss", "record", t)
+	}
 	if err != nil {
 		// Guessing about an unreadable record could kill a live instance
 		// (its cgroup would look unowned) or leak one: an operator decides.
@@ -100,7 +107,7 @@ func (a *Agent) recover(rec *record) error {
 		return a.recoverFinish(in, StateStopped, "stopped by request")
 	}
 	log.Info("reconcile: finishing release", "state", rec.State)
-	if err := a.release(in); err != nil {
+	if err := a.finish(in, rec.State, "", false); err != nil {
 		log.Error("reconcile: release", "err", err)
 	}
 	return nil
@@ -108,7 +115,7 @@ func (a *Agent) recover(rec *record) error {
 
 func (a *Agent) recoverFinish(in *instance, state State, reason string) error {
 	a.log.Info("reconcile: instance ended", "id", in.id, "state", state, "reason", reason)
-	if err := a.finish(in, state, reason); err != nil {
+	if err := a.finish(in, state, reason, true); err != nil {
 		// Recorded as terminal already; the next scan or agent retries.
 		a.log.Error("reconcile: release", "id", in.id, "err", err)
 	}

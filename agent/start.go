@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -132,26 +133,24 @@ func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
 // make it is on disk.
 func (a *Agent) create(in *instance) error {
 	rec := &in.rec
-	if err := a.store.save(rec); err != nil {
+	if err := a.store.saveIntent(rec); err != nil {
 		return internal(err)
 	}
 	crashpoint("start:recorded")
-	if err := acl.PrepareDir(rec.Dir, rec.UID, a.cfg.Users.GID); err != nil {
-		return internal(err)
-	}
-	stdout, err := acl.OpenLog(filepath.Join(rec.Dir, "logs", "stdout.log"), rec.UID, a.cfg.Users.GID)
-	if err != nil {
-		return internal(err)
-	}
-	defer stdout.Close()
-	stderr, err := acl.OpenLog(filepath.Join(rec.Dir, "logs", "stderr.log"), rec.UID, a.cfg.Users.GID)
-	if err != nil {
-		return internal(err)
-	}
-	defer stderr.Close()
 
-	g, err := a.cg.Create(rec.Cgroup, resources(rec.Spec.Limits))
-	if err != nil {
+	// The cgroup and the directory do not depend on each other: they are
+	// made side by side. A failure of either is undone with the other by
+	// rollbackStart, which removes both by name.
+	var g *cgroup.Group
+	cgErr := make(chan error, 1)
+	go func() {
+		var err error
+		g, err = a.cg.Create(rec.Cgroup, resources(rec.Spec.Limits))
+		cgErr <- err
+	}()
+	stdout, stderr, dirErr := a.prepareDir(rec)
+	if err := <-cgErr; err != nil {
+		closeAll(stdout, stderr)
 		if errors.Is(err, cgroup.ErrExist) {
 			// Only a leftover of an earlier holder of this very id can
 			// collide; it is not ours to adopt blindly.
@@ -160,6 +159,10 @@ func (a *Agent) create(in *instance) error {
 		return internal(err)
 	}
 	in.group = g
+	if dirErr != nil {
+		return internal(dirErr)
+	}
+	defer closeAll(stdout, stderr)
 	crashpoint("start:cgroup")
 
 	sp := spawn.Spec{
@@ -196,6 +199,30 @@ func (a *Agent) create(in *instance) error {
 	crashpoint("start:running")
 	a.watch(in)
 	return nil
+}
+
+// prepareDir makes the instance's directory and opens its log files.
+func (a *Agent) prepareDir(rec *record) (stdout, stderr *os.File, err error) {
+	gid := a.cfg.Users.GID
+	if err := acl.PrepareDir(rec.Dir, rec.UID, gid); err != nil {
+		return nil, nil, err
+	}
+	if stdout, err = acl.OpenLog(filepath.Join(rec.Dir, "logs", "stdout.log"), rec.UID, gid); err != nil {
+		return nil, nil, err
+	}
+	if stderr, err = acl.OpenLog(filepath.Join(rec.Dir, "logs", "stderr.log"), rec.UID, gid); err != nil {
+		stdout.Close()
+		return nil, nil, err
+	}
+	return stdout, stderr, nil
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // environ is the request's environment plus what ward sets for everyone.

@@ -41,18 +41,21 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 	state := in.rec.State
 	in.mu.Unlock()
 	if state.Terminal() {
-		if err := a.release(in); err != nil {
+		// Ended, but its release was interrupted: finish it.
+		if err := a.finish(in, state, "", false); err != nil {
 			return nil, internal(err)
 		}
 		return a.snapshot(in, false), nil
 	}
-	if err := a.setState(in, StateStopping, ""); err != nil {
+	if err := a.setStopping(in); err != nil {
 		return nil, internal(err)
 	}
 	crashpoint("stop:recorded")
 	a.terminate(in, timeout)
 	crashpoint("stop:terminated")
-	if err := a.finish(in, StateStopped, "stopped by request"); err != nil {
+	// "stopping" is on record: a crash from here on is finished by the
+	// next agent, so the final state is written once, after the release.
+	if err := a.finish(in, StateStopped, "stopped by request", false); err != nil {
 		return nil, internal(err)
 	}
 	inst := a.snapshot(in, false)
@@ -72,9 +75,16 @@ func (a *Agent) terminate(in *instance, grace time.Duration) {
 			a.log.Warn("stop: SIGTERM", "id", in.id, "err", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		err := g.WaitEmpty(ctx)
-		cancel()
-		if err == nil {
+		defer cancel()
+		// The main process usually goes first and its children with it:
+		// its exit is an event, so wait for that before polling the group.
+		if in.proc != nil {
+			select {
+			case <-in.proc.Done():
+			case <-ctx.Done():
+			}
+		}
+		if g.WaitEmpty(ctx) == nil {
 			return
 		}
 	}
@@ -84,9 +94,10 @@ func (a *Agent) terminate(in *instance, grace time.Duration) {
 }
 
 // finish moves an instance to a terminal state and releases what it held.
-// The state is recorded first, so a crash mid-release is finished by the
-// next agent.
-func (a *Agent) finish(in *instance, state State, reason string) error {
+// With recordFirst the terminal state (and exit status) is written before
+// the release, so a crash mid-release loses nothing the agent knew; a stop
+// needs no such write, its "stopping" record already says what to finish.
+func (a *Agent) finish(in *instance, state State, reason string, recordFirst bool) error {
 	in.mu.Lock()
 	rec := &in.rec
 	rec.State = state
@@ -105,10 +116,16 @@ func (a *Agent) finish(in *instance, state State, reason string) error {
 		rec.Reason = reason
 	}
 	in.mu.Unlock()
-	if err := a.store.save(rec); err != nil {
-		return err
+	if recordFirst {
+		if err := a.store.save(rec); err != nil {
+			return err
+		}
 	}
-	return a.release(in)
+	err := a.release(in)
+	if serr := a.store.save(rec); err == nil {
+		err = serr
+	}
+	return err
 }
 
 // setExit records how the main process ended. Caller holds in.mu.
@@ -124,8 +141,9 @@ func (a *Agent) setExit(rec *record, e spawn.Exit) {
 	rec.ExitCode = &c
 }
 
-// release frees everything a terminal instance holds: its processes, cgroup,
-// directory and leases. It is idempotent and resumable.
+// release frees everything a terminal instance holds: its processes,
+// cgroup, directory and leases, and marks the record released (the caller
+// saves it). It is idempotent and resumable.
 func (a *Agent) release(in *instance) error {
 	in.mu.Lock()
 	rec := &in.rec
@@ -134,7 +152,11 @@ func (a *Agent) release(in *instance) error {
 	if done {
 		return nil
 	}
-	if err := a.cg.Remove(rec.Cgroup); err != nil {
+	remove := func() error { return a.cg.Remove(rec.Cgroup) }
+	if g := in.group; g != nil {
+		remove = g.Remove
+	}
+	if err := remove(); err != nil {
 		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
 	}
 	crashpoint("release:cgroup")
@@ -154,17 +176,15 @@ func (a *Agent) release(in *instance) error {
 	rec.Released = true
 	in.group = nil
 	in.mu.Unlock()
-	return a.store.save(rec)
+	return nil
 }
 
-func (a *Agent) setState(in *instance, s State, reason string) error {
+// setStopping records the intent to stop (see store.saveIntent).
+func (a *Agent) setStopping(in *instance) error {
 	in.mu.Lock()
-	in.rec.State = s
-	if reason != "" {
-		in.rec.Reason = reason
-	}
+	in.rec.State = StateStopping
 	in.mu.Unlock()
-	return a.store.save(&in.rec)
+	return a.store.saveIntent(&in.rec)
 }
 
 // watch waits for the main process to end; an end nobody asked for makes
@@ -184,7 +204,7 @@ func (a *Agent) watch(in *instance) {
 			return // a stop owns this exit
 		}
 		state, reason := classifyExit(p.Exited())
-		if err := a.finish(in, state, reason); err != nil {
+		if err := a.finish(in, state, reason, true); err != nil {
 			a.log.Error("instance exit: release", "id", in.id, "err", err)
 		}
 		inst := a.snapshot(in, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,14 +48,32 @@ type store struct {
 
 func (s *store) path(id string) string { return filepath.Join(s.dir, id+".json") }
 
-// save writes rec atomically and durably: the agent only acts on what a
-// restarted agent would also find.
-func (s *store) save(rec *record) error {
+// save writes rec atomically and durably (temp file, fsync, rename).
+//
+// The directory is not synced: a power loss may bring back the previous
+// version of a record or lose a new one, and both are states reconcile
+// handles — after a power loss no instance process or cgroup is left for a
+// stale record to mislead anyone about.
+func (s *store) save(rec *record) error { return s.write(rec, true) }
+
+// saveIntent records the intent to make a side effect (state starting or
+// stopping) before making it. It is atomic but not synced: a restarted
+// agent — the case intents exist for — reads it from the page cache, and
+// the side effects it announces (processes, cgroups) do not survive the
+// power loss that could lose it. What a power loss can leave is a torn new
+// record; load recognises those by their age (see load).
+func (s *store) saveIntent(rec *record) error { return s.write(rec, false) }
+
+func (s *store) write(rec *record, sync bool) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("record %s: %w", rec.Spec.ID, err)
 	}
-	if err := atomicfile.WriteFile(s.path(rec.Spec.ID), b, 0o600, true); err != nil {
+	write := atomicfile.WriteFileNoSync
+	if sync {
+		write = atomicfile.WriteFile
+	}
+	if err := write(s.path(rec.Spec.ID), b, 0o600); err != nil {
 		return fmt.Errorf("record %s: %w", rec.Spec.ID, err)
 	}
 	return nil
@@ -64,43 +83,76 @@ func (s *store) remove(id string) error {
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: %w", id, err)
 	}
-	return atomicfile.SyncDir(s.dir)
+	return nil
 }
 
-// load reads every record. A record that cannot be parsed is reported, not
-// dropped: guessing could kill a live instance or leak one.
-func (s *store) load() ([]*record, error) {
+// load reads every record. An unreadable record written before this boot
+// is the torn remains of an unsynced write cut by a power loss: nothing it
+// could describe survived the reboot, so it is set aside (renamed *.torn)
+// and reported. Any other unreadable record is an error: guessing could
+// kill a live instance or leak one.
+func (s *store) load(bootTime time.Time) (recs []*record, torn []string, err error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
-		return nil, fmt.Errorf("records: %w", err)
+		return nil, nil, fmt.Errorf("records: %w", err)
 	}
-	var recs []*record
 	var errs []error
 	for _, e := range ents {
 		name := e.Name()
+		p := filepath.Join(s.dir, name)
 		if strings.HasPrefix(name, ".") {
 			// an interrupted atomic write; the real file is intact
-			os.Remove(filepath.Join(s.dir, name))
+			os.Remove(p)
 			continue
 		}
 		if !strings.HasSuffix(name, ".json") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(s.dir, name))
-		if err != nil {
-			errs = append(errs, err)
+		rec, err := readRecord(p, name)
+		if err == nil {
+			recs = append(recs, rec)
 			continue
 		}
-		rec := new(record)
-		if err := json.Unmarshal(b, rec); err != nil {
-			errs = append(errs, fmt.Errorf("record %s: %w", name, err))
-			continue
+		if st, serr := os.Stat(p); serr == nil && st.ModTime().Before(bootTime) {
+			if rerr := os.Rename(p, p+".torn"); rerr == nil {
+				torn = append(torn, fmt.Sprintf("%s: %v", name, err))
+				continue
+			}
 		}
-		if rec.Version != recordVersion || rec.Spec.ID+".json" != name {
-			errs = append(errs, fmt.Errorf("record %s: version %d, id %q: not a record this agent understands", name, rec.Version, rec.Spec.ID))
-			continue
-		}
-		recs = append(recs, rec)
+		errs = append(errs, err)
 	}
-	return recs, errors.Join(errs...)
+	return recs, torn, errors.Join(errs...)
+}
+
+func readRecord(p, name string) (*record, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	rec := new(record)
+	if err := json.Unmarshal(b, rec); err != nil {
+		return nil, fmt.Errorf("record %s: %w", name, err)
+	}
+	if rec.Version != recordVersion || rec.Spec.ID+".json" != name {
+		return nil, fmt.Errorf("record %s: version %d, id %q: not a record this agent understands", name, rec.Version, rec.Spec.ID)
+	}
+	return rec, nil
+}
+
+// bootTime is when this kernel booted (/proc/stat btime).
+func bootTime() (time.Time, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("/proc/stat btime: %w", err)
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, errors.New("/proc/stat: no btime")
 }

@@ -2,8 +2,10 @@
 // after a crash, sees either the old content or the new one, never a mix.
 //
 // The content goes to a temporary file in the same directory, which is
-// synced and then renamed over the target; the directory is synced so the
-// rename itself survives a power loss.
+// synced and then renamed over the target: after a crash of the program or
+// of the machine the target holds the old content or the new, whole. Which
+// of the two after a power loss depends on whether the rename reached the
+// disk; a caller that must know calls SyncDir.
 package atomicfile
 
 import (
@@ -12,10 +14,21 @@ import (
 	"path/filepath"
 )
 
-// WriteFile atomically replaces path with data. With sync false the data and
-// the rename are not forced to disk: a crash of the program still leaves a
-// whole file, a crash of the machine may leave the old one.
-func WriteFile(path string, data []byte, perm os.FileMode, sync bool) (err error) {
+// WriteFile atomically replaces path with data, synced: after a power loss
+// the file is whole, old or new.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// WriteFileNoSync atomically replaces path with data without waiting for
+// the disk. A crash of the program leaves the file whole; after a power
+// loss it may be old, new, or — for a file that did not exist before —
+// empty or torn, which the caller must be ready to recognise.
+func WriteFileNoSync(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -37,6 +50,8 @@ func WriteFile(path string, data []byte, perm os.FileMode, sync bool) (err error
 	if _, err = f.Write(data); err != nil {
 		return fmt.Errorf("atomicfile: write %s: %w", tmp, err)
 	}
+	// Without this a power loss could leave the new name on an empty
+	// file: the rename may reach the disk before the data.
 	if sync {
 		if err = f.Sync(); err != nil {
 			return fmt.Errorf("atomicfile: sync %s: %w", tmp, err)
@@ -47,9 +62,6 @@ func WriteFile(path string, data []byte, perm os.FileMode, sync bool) (err error
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if sync {
-		return SyncDir(dir)
 	}
 	return nil
 }

@@ -9,11 +9,11 @@ import (
 func TestWriteFileReplacesWhole(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "rec.json")
-	for _, sync := range []bool{true, false} {
-		if err := WriteFile(p, []byte("first"), 0o600, sync); err != nil {
+	for _, write := range []func(string, []byte, os.FileMode) error{WriteFile, WriteFileNoSync} {
+		if err := write(p, []byte("first"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteFile(p, []byte("second"), 0o640, sync); err != nil {
+		if err := write(p, []byte("second"), 0o640); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(p)
@@ -34,7 +34,7 @@ func TestWriteFileReplacesWhole(t *testing.T) {
 func TestWriteFileFailureLeavesTarget(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "rec.json")
-	if err := WriteFile(p, []byte("old"), 0o600, true); err != nil {
+	if err := WriteFile(p, []byte("old"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A directory in the way makes the rename fail after the temp file exists.
@@ -42,7 +42,7 @@ func TestWriteFileFailureLeavesTarget(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(target, "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFile(target, []byte("new"), 0o600, true); err == nil {
+	if err := WriteFile(target, []byte("new"), 0o600); err == nil {
 		t.Fatal("rename over a non-empty directory succeeded")
 	}
 	ents, _ := os.ReadDir(dir)

@@ -269,6 +269,18 @@ func (m *Manager) Remove(name string) error {
 	if err != nil {
 		return err
 	}
+	return g.Remove()
+}
+
+// Remove kills whatever still runs in the group, waits for it to go (up to
+// removeTimeout) and deletes the group. A group already gone is not an
+// error.
+func (g *Group) Remove() error {
+	// The usual caller has already emptied the group; a kill-all (on v1 a
+	// freeze and thaw) would only cost time.
+	if pids, err := g.Pids(); err == nil && len(pids) == 0 {
+		return g.Delete()
+	}
 	if err := g.KillAll(); err != nil {
 		return err
 	}
@@ -385,31 +397,53 @@ func (g *Group) Stats() (*Stats, error) {
 func (g *Group) Pids() ([]int, error) {
 	var pids []int
 	for _, dir := range g.Dirs() {
-		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				// The group or a child vanishing mid-walk just means fewer
-				// processes.
-				if errors.Is(err, fs.ErrNotExist) {
-					return nil
-				}
-				return err
-			}
-			if !d.IsDir() {
-				return nil
-			}
-			ps, err := readPids(filepath.Join(p, "cgroup.procs"))
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			pids = append(pids, ps...)
-			return err
-		})
+		ps, err := pidsUnder(dir)
 		if err != nil {
 			return nil, fmt.Errorf("cgroup %s: pids: %w", g.path, err)
 		}
+		pids = append(pids, ps...)
 	}
 	slices.Sort(pids)
 	return slices.Compact(pids), nil
+}
+
+// pidsUnder reads dir's cgroup.procs and, if it has child groups, theirs.
+// A cgroupfs directory's link count is 2 plus its subdirectories, so the
+// usual childless group costs one stat and one read, not a directory walk:
+// this runs on every stop.
+func pidsUnder(dir string) ([]int, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil || st.Nlink <= 2 {
+		return pids, err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return pids, nil
+		}
+		return nil, err
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		ps, err := pidsUnder(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, ps...)
+	}
+	return pids, nil
 }
 
 // Signal sends sig to every process in the group. A process exiting
@@ -459,7 +493,9 @@ func (g *Group) KillAll() error {
 // error. It polls, backing off from 1ms to 20ms: v1 has no notification for
 // emptiness, and on v2 the poll keeps both versions on one code path.
 func (g *Group) WaitEmpty(ctx context.Context) error {
-	delay := time.Millisecond
+	// A killed process is gone within tens of microseconds; start polling
+	// at that scale and back off to 20 ms for stragglers.
+	delay := 50 * time.Microsecond
 	for {
 		pids, err := g.Pids()
 		if err != nil {
@@ -490,6 +526,11 @@ const deleteTimeout = time.Second
 func (g *Group) Delete() error {
 	deadline := time.Now().Add(deleteTimeout)
 	for _, dir := range g.Dirs() {
+		// The usual group has no children: one rmdir does. EBUSY means
+		// children or processes; the walk below sorts them out.
+		if err := g.m.rmdir(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		var tree []string
 		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {

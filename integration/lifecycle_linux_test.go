@@ -167,6 +167,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{[]string{"bogus"}, 2},
 		{[]string{}, 2},
 		{[]string{"run", "--name", "x"}, 2},
+		{[]string{"run"}, 2},
 		{[]string{"run", "--memory", "lots", "--name", "x", "--", "true"}, 2},
 		{[]string{"stop"}, 2},
 		{[]string{"stop", "no-such-id"}, 1},

@@ -18,9 +18,9 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 func runRun(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "--name N [flags] -- CMD ARGS...", stderr)
+	fs := newFlags("run", "[--name N] [flags] -- CMD ARGS...", stderr)
 	socket := socketFlag(fs)
-	name := fs.String("name", "", "application name (required)")
+	name := fs.String("name", "", "application name (default: the program's file name)")
 	index := fs.Int("index", 0, "instance index")
 	id := fs.String("id", "", "instance id (default: generated); a repeated id returns the existing instance")
 	port := fs.String("port", "", `"auto" to allocate a port (given as $PORT), or a port in the configured range`)
@@ -34,7 +34,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usagef("no command given: ward run --name N -- CMD ARGS...")
+		return usagef("no command given: ward run [--name N] -- CMD ARGS...")
+	}
+	if *name == "" {
+		*name = defaultName(fs.Arg(0))
 	}
 	req := agent.Request{ID: *id, Name: *name, Index: *index, Command: fs.Args(), Limits: limits(), Routes: routes}
 	switch *port {
@@ -83,4 +86,26 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s\n", inst.ID)
 	return nil
+}
+
+// defaultName derives an instance name from the program: "sleep" for
+// "/bin/sleep", with anything the contract does not allow in a name
+// replaced, so `ward run -- sleep 100` just works.
+func defaultName(prog string) string {
+	base := prog[strings.LastIndexByte(prog, '/')+1:]
+	b := []byte(base)
+	for i, c := range b {
+		ok := c == '_' || c == '-' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !ok {
+			b[i] = '_'
+		}
+	}
+	n := strings.TrimLeft(string(b), ".")
+	if n == "" {
+		n = "app"
+	}
+	if len(n) > 64 {
+		n = n[:64]
+	}
+	return n
 }

@@ -156,10 +156,22 @@ func (a *Agent) release(in *instance) error {
 	if g := in.group; g != nil {
 		remove = g.Remove
 	}
+	// The cgroup and the directory go side by side. A process still
+	// dying in the group can create a file while the directory is being
+	// removed; once the group is gone a second pass finds nothing new.
+	dirErr := make(chan error, 1)
+	go func() { dirErr <- acl.RemoveDir(rec.Dir) }()
 	if err := remove(); err != nil {
+		<-dirErr
 		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
 	}
 	crashpoint("release:cgroup")
+	if err := <-dirErr; err != nil {
+		if err := acl.RemoveDir(rec.Dir); err != nil {
+			return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
+		}
+	}
+	crashpoint("release:dir")
 	if in.proc != nil {
 		select {
 		case <-in.proc.Done():
@@ -167,10 +179,6 @@ func (a *Agent) release(in *instance) error {
 			return fmt.Errorf("release %s: main process %d did not exit after SIGKILL", rec.Spec.ID, rec.PID)
 		}
 	}
-	if err := acl.RemoveDir(rec.Dir); err != nil {
-		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
-	}
-	crashpoint("release:dir")
 	a.releaseLeases(rec)
 	in.mu.Lock()
 	rec.Released = true

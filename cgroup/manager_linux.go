@@ -395,8 +395,18 @@ func (g *Group) Stats() (*Stats, error) {
 // Pids lists every process in the group and its descendants, sorted; on v1
 // the union over all hierarchies, so a process half-moved still shows up.
 func (g *Group) Pids() ([]int, error) {
+	dirs := g.Dirs()
+	if g.m.mode == V1 {
+		// Every process ward places joins all six hierarchies and its
+		// children inherit them, so one hierarchy lists them all. The
+		// freezer's is the one kill-all acts on. Only a partial leftover
+		// lacks it; then every hierarchy is read.
+		if d := g.v1Dir("freezer"); exists(d) {
+			dirs = []string{d}
+		}
+	}
 	var pids []int
-	for _, dir := range g.Dirs() {
+	for _, dir := range dirs {
 		ps, err := pidsUnder(dir)
 		if err != nil {
 			return nil, fmt.Errorf("cgroup %s: pids: %w", g.path, err)
@@ -405,6 +415,15 @@ func (g *Group) Pids() ([]int, error) {
 	}
 	slices.Sort(pids)
 	return slices.Compact(pids), nil
+}
+
+func (g *Group) v1Dir(controller string) string {
+	return filepath.Join(g.m.root, controller, g.path)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // pidsUnder reads dir's cgroup.procs and, if it has child groups, theirs.

@@ -18,6 +18,7 @@ import (
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/outbox"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -47,6 +48,7 @@ type Agent struct {
 	ports     *lease.Pool
 	store     *store
 	events    *Broker
+	outbox    *outbox.Outbox
 	host      hostInfo
 	defaults  Limits
 	retention time.Duration
@@ -95,7 +97,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg:       cfg,
 		log:       log,
-		events:    NewBroker(cfg.HostID),
+		events:    NewBroker(),
 		retention: opts.Retention,
 		instances: make(map[string]*instance),
 		unowned:   make(map[string]int),
@@ -147,6 +149,10 @@ func New(opts Options) (*Agent, error) {
 	if err := a.lock(); err != nil {
 		return nil, err
 	}
+	if a.outbox, err = outbox.Open(filepath.Join(cfg.StateDir, "outbox")); err != nil {
+		a.lockFile.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a.cg, err = cgroup.NewManager(cgroup.Config{Root: opts.CgroupRoot, Parent: cfg.Cgroup.Parent})
 	if err != nil {
 		a.lockFile.Close()
@@ -190,8 +196,11 @@ func (a *Agent) Config() *config.Config { return a.cfg }
 // CgroupMode says which cgroup version the agent drives.
 func (a *Agent) CgroupMode() cgroup.Mode { return a.cg.Mode() }
 
-// Events is the agent's event stream.
+// Events is the agent's local event stream.
 func (a *Agent) Events() *Broker { return a.events }
+
+// Outbox holds the agent's numbered events until the bus confirms them.
+func (a *Agent) Outbox() *outbox.Outbox { return a.outbox }
 
 // Run does the agent's periodic work — log rotation, the leak scan, the
 // pruning of old terminal records — until ctx ends.

@@ -1,26 +1,25 @@
 package agent
 
 import (
+	"encoding/json"
 	"sync"
 	"time"
 )
 
-// Broker fans the agent's events out to subscribers (the local `ward
-// events` stream; the bus attaches here too). It never blocks the agent: a
-// subscriber that falls subscriberBuffer events behind is dropped, its
-// channel closed, and it can resubscribe.
+// Broker fans the agent's events out to local subscribers (`ward events`).
+// It never blocks the agent: a subscriber that falls subscriberBuffer
+// events behind is dropped, its channel closed, and it can resubscribe
+// (the events themselves are safe in the outbox until the bus has them).
 type Broker struct {
-	host string
 	mu   sync.Mutex
-	seq  uint64
 	subs map[chan Event]struct{}
 }
 
 const subscriberBuffer = 1024
 
-// NewBroker returns a broker stamping events with host.
-func NewBroker(host string) *Broker {
-	return &Broker{host: host, subs: make(map[chan Event]struct{})}
+// NewBroker returns a broker with no subscribers.
+func NewBroker() *Broker {
+	return &Broker{subs: make(map[chan Event]struct{})}
 }
 
 // Subscribe returns a channel of every event from now on, and a function
@@ -40,13 +39,10 @@ func (b *Broker) Subscribe() (<-chan Event, func()) {
 	}
 }
 
-// Publish numbers e and delivers it to every subscriber.
-func (b *Broker) Publish(e Event) Event {
+// Publish delivers e to every subscriber.
+func (b *Broker) Publish(e Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.seq++
-	e.Seq = b.seq
-	e.Host = b.host
 	for ch := range b.subs {
 		select {
 		case ch <- e:
@@ -55,7 +51,27 @@ func (b *Broker) Publish(e Event) Event {
 			close(ch)
 		}
 	}
-	return e
+}
+
+// EventSubject is the bus subject of an event kind on a host.
+func EventSubject(host, kind string) string { return "ward." + host + ".events." + kind }
+
+// publish numbers e, stores it in the outbox (from where the bus takes it)
+// and hands it to local subscribers. The number comes from the outbox so it
+// survives restarts: a host's events are numbered 1, 2, 3... for life.
+func (a *Agent) publish(e Event) {
+	e.Host = a.cfg.HostID
+	it, err := a.outbox.Append(func(seq uint64) (string, []byte, error) {
+		e.Seq = seq
+		b, err := json.Marshal(e)
+		return EventSubject(e.Host, e.Kind), b, err
+	})
+	if err != nil {
+		a.log.Error("event not stored: it will not reach the bus", "id", e.ID, "kind", e.Kind, "err", err)
+	} else {
+		e.Seq = it.Seq
+	}
+	a.events.Publish(e)
 }
 
 func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
@@ -71,7 +87,7 @@ func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
 		ExitCode: exitCode,
 	}
 	in.mu.Unlock()
-	a.events.Publish(e)
+	a.publish(e)
 }
 
 func (a *Agent) emitLimits(in *instance, l Limits) {
@@ -86,5 +102,5 @@ func (a *Agent) emitLimits(in *instance, l Limits) {
 		Limits: &l,
 	}
 	in.mu.Unlock()
-	a.events.Publish(e)
+	a.publish(e)
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/bus"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/localapi"
 )
@@ -61,12 +62,36 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the agent must run as root: it creates cgroups and runs instances as pool users")
 	}
+	if *dev && *natsURLs == "" {
+		ns, err := startDevNATS()
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		log.Info("embedded NATS server (--dev)", "url", ns.ClientURL())
+	}
 
 	a, err := agent.New(agent.Options{Config: cfg, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	var pub *bus.Publisher
+	nc, err := bus.Connect(bus.ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: log, OnReconnect: func() {
+		if pub != nil {
+			pub.Reconnected()
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	pub = bus.NewPublisher(nc, a.Outbox(), cfg.HostID, log)
+	svc, err := bus.NewService(nc, a, bus.ServiceOptions{HostID: cfg.HostID, Version: version, Log: log})
+	if err != nil {
+		return err
+	}
+	defer svc.Stop()
 	l, err := localapi.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -78,6 +103,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	log.Info("agent ready", "host", cfg.HostID, "socket", cfg.Socket, "state_dir", cfg.StateDir,
 		"cgroup", a.CgroupMode().String()+":"+cfg.Cgroup.Parent)
 	go a.Run(ctx)
+	go pub.Run(ctx)
 	err = localapi.Serve(ctx, l, localapi.NewHandler(a, a.Events(), log))
 	// Instances keep running: a restarted agent re-adopts them.
 	log.Info("agent stopped; instances keep running")

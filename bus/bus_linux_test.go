@@ -1,0 +1,256 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/testagent"
+)
+
+// uid range of this package's tests
+const testUIDMin = 26000
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func runServer(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	if opts == nil {
+		opts = &server.Options{}
+	}
+	opts.Host = "127.0.0.1"
+	if opts.Port == 0 {
+		opts.Port = -1
+	}
+	opts.NoLog, opts.NoSigs = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// wire connects a to the bus as the agent command does: service and
+// publisher on one connection.
+func wire(t testing.TB, a *agent.Agent, cfg *config.Config) *nats.Conn {
+	t.Helper()
+	var pub *Publisher
+	var mu sync.Mutex
+	nc, err := Connect(ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: quiet, OnReconnect: func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if pub != nil {
+			pub.Reconnected()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	mu.Lock()
+	pub = NewPublisher(nc, a.Outbox(), cfg.HostID, quiet)
+	mu.Unlock()
+	svc, err := NewService(nc, a, ServiceOptions{HostID: cfg.HostID, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Stop() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pub.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return nc
+}
+
+func request(t testing.TB, nc *nats.Conn, subj string, body any) (*nats.Msg, error) {
+	b, _ := json.Marshal(body)
+	return nc.Request(subj, b, 5*time.Second)
+}
+
+func TestEndpointsAndErrors(t *testing.T) {
+	ns := runServer(t, nil)
+	cfg := testagent.Config(t, testUIDMin)
+	cfg.NATS.Servers = []string{ns.ClientURL()}
+	a := testagent.New(t, cfg)
+	wire(t, a, cfg)
+	client, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	p := "ward." + cfg.HostID + "."
+
+	m, err := request(t, client, p+"start", agent.Request{ID: "web-1", Name: "web", Command: []string{"sleep", "1000"}})
+	if err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
+		t.Fatalf("start: %v %v %s", err, m.Header, m.Data)
+	}
+	var inst agent.Instance
+	if err := json.Unmarshal(m.Data, &inst); err != nil || inst.State != agent.StateRunning {
+		t.Fatalf("start reply %s", m.Data)
+	}
+	for _, c := range []struct {
+		subj, body, code, field string
+	}{
+		{"start", `{"name":"x","command":["sleep"],"bogus":1}`, "invalid_argument", "bogus"},
+		{"start", `{"name":"a/b","command":["sleep"]}`, "invalid_argument", "name"},
+		{"start", `{"id":"web-1","name":"web","command":["sleep","999"]}`, "conflict", "id"},
+		{"info", `{"id":"nope"}`, "not_found", "id"},
+		{"stop", `{"id":"nope"}`, "not_found", "id"},
+		{"limit", `{"id":"web-1","limits":{"pids":0}}`, "invalid_argument", "limits.pids"},
+		{"list", `{"x":1}`, "invalid_argument", "x"},
+	} {
+		m, err := client.Request(p+c.subj, []byte(c.body), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.subj, c.body, err)
+		}
+		var eb agent.ErrorBody
+		json.Unmarshal(m.Data, &eb)
+		if m.Header.Get("Nats-Service-Error-Code") != c.code || m.Header.Get("Nats-Service-Error") == "" ||
+			eb.Error == nil || string(eb.Error.Code) != c.code || eb.Error.Field != c.field {
+			t.Errorf("%s %s: headers %v body %s, want %s on %s", c.subj, c.body, m.Header, m.Data, c.code, c.field)
+		}
+	}
+	m, _ = request(t, client, p+"list", struct{}{})
+	var l agent.List
+	if json.Unmarshal(m.Data, &l); len(l.Instances) != 1 {
+		t.Fatalf("list: %s", m.Data)
+	}
+	m, _ = request(t, client, p+"stop", agent.StopRequest{ID: "web-1"})
+	if json.Unmarshal(m.Data, &inst); inst.State != agent.StateStopped {
+		t.Fatalf("stop: %s", m.Data)
+	}
+	// Discovery: $SRV.PING.ward answers with our host in the metadata.
+	m, err = client.Request("$SRV.INFO.ward", nil, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Metadata  map[string]string `json:"metadata"`
+		Endpoints []struct {
+			Subject string `json:"subject"`
+		} `json:"endpoints"`
+	}
+	json.Unmarshal(m.Data, &info)
+	if info.Metadata["host_id"] != cfg.HostID || len(info.Endpoints) != 5 {
+		t.Fatalf("service info %s", m.Data)
+	}
+}
+
+// slowAPI blocks every call until released: for the in-flight bound.
+type slowAPI struct{ release chan struct{} }
+
+func (s slowAPI) wait() { <-s.release }
+func (s slowAPI) Start(context.Context, agent.Request) (*agent.Instance, error) {
+	s.wait()
+	return &agent.Instance{}, nil
+}
+func (s slowAPI) Stop(context.Context, agent.StopRequest) (*agent.Instance, error) {
+	s.wait()
+	return &agent.Instance{}, nil
+}
+func (s slowAPI) Limit(context.Context, agent.LimitRequest) (*agent.Instance, error) {
+	s.wait()
+	return &agent.Instance{}, nil
+}
+func (s slowAPI) Info(context.Context, agent.InfoRequest) (*agent.Instance, error) {
+	s.wait()
+	return &agent.Instance{}, nil
+}
+func (s slowAPI) List(context.Context) (*agent.List, error) { s.wait(); return &agent.List{}, nil }
+
+func TestInFlightBound(t *testing.T) {
+	ns := runServer(t, nil)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	api := slowAPI{release: make(chan struct{})}
+	svc, err := NewService(nc, api, ServiceOptions{HostID: "h", MaxInFlight: 2, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	var replies []*nats.Msg
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := nc.Request("ward.h.info", []byte(`{"id":"x"}`), 5*time.Second)
+			if err == nil {
+				mu.Lock()
+				replies = append(replies, m)
+				mu.Unlock()
+			}
+		}()
+	}
+	// The third is refused at once while two hold the slots.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(replies)
+		mu.Unlock()
+		if n == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(api.release)
+	wg.Wait()
+	exhausted := 0
+	for _, m := range replies {
+		if m.Header.Get("Nats-Service-Error-Code") == "resource_exhausted" {
+			exhausted++
+		}
+	}
+	if len(replies) != 3 || exhausted != 1 {
+		t.Fatalf("%d replies, %d resource_exhausted; want 3 and 1", len(replies), exhausted)
+	}
+}
+
+func TestUnreachableBusDoesNotStopAgent(t *testing.T) {
+	cfg := testagent.Config(t, testUIDMin)
+	cfg.NATS.Servers = []string{"nats://127.0.0.1:1"} // nothing listens
+	a := testagent.New(t, cfg)
+	nc := wire(t, a, cfg)
+	if nc.IsConnected() {
+		t.Fatal("connected to nothing")
+	}
+	inst, err := a.Start(context.Background(), agent.Request{Name: "offline", Command: []string{"sleep", "1000"}})
+	if err != nil || inst.State != agent.StateRunning {
+		t.Fatalf("start without a bus: %v", err)
+	}
+	if n := a.Outbox().Len(); n != 1 {
+		t.Fatalf("outbox holds %d events, want the started one", n)
+	}
+}
+
+func TestWrongCredentialsFailAtStartup(t *testing.T) {
+	ns := runServer(t, &server.Options{Authorization: "s3cret"})
+	_, err := Connect(ConnOptions{HostID: "h", NATS: config.NATS{Servers: []string{ns.ClientURL()}, Token: "wrong"}, Log: quiet})
+	if !errors.Is(err, ErrCredentials) {
+		t.Fatalf("wrong token: %v", err)
+	}
+	nc, err := Connect(ConnOptions{HostID: "h", NATS: config.NATS{Servers: []string{ns.ClientURL()}, Token: "s3cret"}, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+}

@@ -1,0 +1,138 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hostward/ward/config"
+)
+
+// ErrCredentials is a startup failure the bus will keep refusing: wrong or
+// unreadable credentials, or TLS that fails verification.
+var ErrCredentials = errors.New("bus: the NATS servers refuse this agent's credentials")
+
+// ConnOptions configure Connect.
+type ConnOptions struct {
+	HostID string
+	NATS   config.NATS
+	Log    *slog.Logger
+	// FirstTimeout bounds the first, synchronous connection attempt that
+	// tells bad credentials from an unreachable bus (default 3 s).
+	FirstTimeout time.Duration
+	// OnReconnect, if set, is called after every reconnection.
+	OnReconnect func()
+}
+
+// Connect opens the agent's connection. It fails only on configuration
+// the servers will never accept (ErrCredentials, missing files); an
+// unreachable bus yields a connection that keeps retrying in the
+// background.
+func Connect(o ConnOptions) (*nats.Conn, error) {
+	opts, err := natsOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	servers := strings.Join(o.NATS.Servers, ",")
+	first := o.FirstTimeout
+	if first == 0 {
+		first = 3 * time.Second
+	}
+	// One plain attempt first: its error says whether the servers are
+	// unreachable (fine, retry in the background) or refuse us (fatal).
+	nc, err := nats.Connect(servers, append(opts, nats.Timeout(first), nats.MaxReconnects(0))...)
+	if err == nil {
+		nc.Close()
+	} else if refused(err) {
+		return nil, fmt.Errorf("%w: %v (check nats.user/password, token, nkey_seed_file, creds_file and tls in the config)", ErrCredentials, err)
+	} else {
+		o.Log.Warn("NATS unreachable; the agent runs on and keeps trying", "servers", servers, "err", err)
+	}
+	nc, err = nats.Connect(servers, append(opts, nats.RetryOnFailedConnect(true))...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	return nc, nil
+}
+
+// refused tells an error the servers will repeat forever from one that
+// retrying can cure.
+func refused(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return true
+	}
+	s := strings.ToLower(err.Error())
+	for _, m := range []string{"authorization violation", "authentication", "x509:", "tls:", "certificate"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func natsOptions(o ConnOptions) ([]nats.Option, error) {
+	log := o.Log
+	n := o.NATS
+	opts := []nats.Option{
+		nats.Name("ward-" + o.HostID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		// A dead server (not a closed socket) is noticed within ~6 s.
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
+			if o.OnReconnect != nil {
+				o.OnReconnect()
+			}
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("NATS error", "err", err)
+		}),
+	}
+	for _, f := range []struct{ key, path string }{
+		{"nats.nkey_seed_file", n.NkeySeedFile}, {"nats.creds_file", n.CredsFile},
+		{"nats.tls.ca_file", n.TLS.CAFile}, {"nats.tls.cert_file", n.TLS.CertFile}, {"nats.tls.key_file", n.TLS.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrCredentials, f.key, err)
+		}
+	}
+	switch {
+	case n.Token != "":
+		opts = append(opts, nats.Token(n.Token))
+	case n.User != "":
+		opts = append(opts, nats.UserInfo(n.User, n.Password))
+	case n.NkeySeedFile != "":
+		opt, err := nats.NkeyOptionFromSeed(n.NkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: nats.nkey_seed_file: %v", ErrCredentials, err)
+		}
+		opts = append(opts, opt)
+	case n.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	}
+	if n.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(n.TLS.CAFile))
+	}
+	if n.TLS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(n.TLS.CertFile, n.TLS.KeyFile))
+	}
+	return opts, nil
+}

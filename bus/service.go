@@ -1,0 +1,165 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/hostward/ward/agent"
+)
+
+// API is what the bus serves; *agent.Agent implements it.
+type API interface {
+	Start(context.Context, agent.Request) (*agent.Instance, error)
+	Stop(context.Context, agent.StopRequest) (*agent.Instance, error)
+	Limit(context.Context, agent.LimitRequest) (*agent.Instance, error)
+	Info(context.Context, agent.InfoRequest) (*agent.Instance, error)
+	List(context.Context) (*agent.List, error)
+}
+
+// DefaultMaxInFlight bounds the commands the service works on at once;
+// beyond it a request is refused with resource_exhausted at once rather
+// than queued behind a slow stop.
+const DefaultMaxInFlight = 64
+
+// ServiceOptions configure NewService.
+type ServiceOptions struct {
+	HostID      string
+	Version     string // the agent's version, shown by `nats micro info`
+	MaxInFlight int
+	Log         *slog.Logger
+}
+
+// Service is the agent's micro service on the bus.
+type Service struct {
+	svc micro.Service
+	sem chan struct{}
+	log *slog.Logger
+}
+
+// NewService registers the `ward` micro service (metadata host_id) with the
+// endpoints start, stop, limit, info and list under ward.<host>.
+func NewService(nc *nats.Conn, api API, o ServiceOptions) (*Service, error) {
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	version := o.Version
+	if version == "" || version == "dev" {
+		version = "0.0.0-dev" // micro requires semver
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        "ward",
+		Version:     version,
+		Description: "ward isolation agent of host " + o.HostID,
+		Metadata:    map[string]string{"host_id": o.HostID},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	s := &Service{svc: svc, sem: make(chan struct{}, o.MaxInFlight), log: o.Log}
+	g := svc.AddGroup("ward." + o.HostID)
+	endpoints := []struct {
+		name string
+		fn   func(context.Context, []byte) (any, error)
+	}{
+		{"start", func(ctx context.Context, b []byte) (any, error) {
+			var req agent.Request
+			if err := agent.Decode(b, &req); err != nil {
+				return nil, err
+			}
+			return api.Start(ctx, req)
+		}},
+		{"stop", func(ctx context.Context, b []byte) (any, error) {
+			var req agent.StopRequest
+			if err := agent.Decode(b, &req); err != nil {
+				return nil, err
+			}
+			return api.Stop(ctx, req)
+		}},
+		{"limit", func(ctx context.Context, b []byte) (any, error) {
+			var req agent.LimitRequest
+			if err := agent.Decode(b, &req); err != nil {
+				return nil, err
+			}
+			return api.Limit(ctx, req)
+		}},
+		{"info", func(ctx context.Context, b []byte) (any, error) {
+			var req agent.InfoRequest
+			if err := agent.Decode(b, &req); err != nil {
+				return nil, err
+			}
+			return api.Info(ctx, req)
+		}},
+		{"list", func(ctx context.Context, b []byte) (any, error) {
+			if len(b) > 0 {
+				if err := agent.Decode(b, &struct{}{}); err != nil {
+					return nil, err
+				}
+			}
+			return api.List(ctx)
+		}},
+	}
+	for _, e := range endpoints {
+		if err := g.AddEndpoint(e.name, s.handler(e.name, e.fn), micro.WithEndpointMetadata(map[string]string{"host_id": o.HostID})); err != nil {
+			svc.Stop()
+			return nil, fmt.Errorf("bus: endpoint %s: %w", e.name, err)
+		}
+	}
+	// AddService does not flush: without this a discovery ping sent right
+	// after could miss the new subscriptions.
+	if nc.IsConnected() {
+		nc.Flush()
+	}
+	return s, nil
+}
+
+// handler runs each request on its own goroutine — micro calls a handler
+// serially per endpoint, and one stop waiting out its grace period must
+// not hold up the rest — with at most MaxInFlight at once.
+func (s *Service) handler(name string, fn func(context.Context, []byte) (any, error)) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			respondError(r, &agent.Error{Code: agent.CodeResourceExhausted, Message: fmt.Sprintf("%d commands in flight; retry", cap(s.sem))})
+			return
+		}
+		go func() {
+			defer func() { <-s.sem }()
+			v, err := fn(context.Background(), r.Data())
+			if err != nil {
+				e := agent.AsError(err)
+				if e.Code == agent.CodeInternal {
+					s.log.Error("bus request failed", "endpoint", name, "err", err)
+				}
+				respondError(r, e)
+				return
+			}
+			b, err := json.Marshal(v)
+			if err == nil {
+				err = r.Respond(b)
+			}
+			if err != nil {
+				s.log.Warn("bus reply not sent", "endpoint", name, "err", err)
+			}
+		}()
+	})
+}
+
+// respondError answers with the micro error headers (the contract's code in
+// Nats-Service-Error-Code, the message in Nats-Service-Error) and the JSON
+// error body.
+func respondError(r micro.Request, e *agent.Error) {
+	msg := e.Error()
+	if msg == "" {
+		msg = string(e.Code)
+	}
+	r.Error(string(e.Code), msg, agent.Body(e))
+}
+
+// Stop unregisters the service.
+func (s *Service) Stop() error { return s.svc.Stop() }

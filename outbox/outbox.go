@@ -1,0 +1,184 @@
+// Package outbox keeps the agent's events on disk from the moment they are
+// numbered until the bus has confirmed them, so that no outage, buffer
+// overflow or crash loses one: they arrive late, at least once, in order.
+//
+// Each event is one file, named by its zero-padded sequence number, written
+// and synced before Append returns. Ack removes confirmed files. The
+// highest sequence number ever handed out is kept in "last" (updated before
+// any file is removed), so numbers are never reused across restarts.
+package outbox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/hostward/ward/atomicfile"
+)
+
+// Item is one event waiting for confirmation.
+type Item struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+}
+
+// Outbox is an on-disk queue of numbered items.
+type Outbox struct {
+	dir string
+
+	mu      sync.Mutex
+	next    uint64 // next sequence number
+	last    uint64 // value of the "last" file
+	pending []Item
+	notify  chan struct{}
+}
+
+const nameWidth = 20
+
+// Open loads the outbox in dir, creating it if needed.
+func Open(dir string) (*Outbox, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	o := &Outbox{dir: dir, notify: make(chan struct{}, 1)}
+	if b, err := os.ReadFile(filepath.Join(dir, "last")); err == nil {
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: %s/last: %w", dir, err)
+		}
+		o.last = v
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			os.Remove(filepath.Join(dir, name)) // an interrupted write
+			continue
+		}
+		seq, err := strconv.ParseUint(name, 10, 64)
+		if err != nil || len(name) != nameWidth {
+			continue
+		}
+		it, err := readItem(filepath.Join(dir, name), seq)
+		if err != nil {
+			return nil, err
+		}
+		o.pending = append(o.pending, it)
+	}
+	sort.Slice(o.pending, func(i, j int) bool { return o.pending[i].Seq < o.pending[j].Seq })
+	o.next = o.last + 1
+	if n := len(o.pending); n > 0 && o.pending[n-1].Seq >= o.next {
+		o.next = o.pending[n-1].Seq + 1
+	}
+	return o, nil
+}
+
+func readItem(path string, seq uint64) (Item, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Item{}, fmt.Errorf("outbox: %w", err)
+	}
+	subj, data, ok := bytes.Cut(b, []byte("\n"))
+	if !ok || len(subj) == 0 {
+		return Item{}, fmt.Errorf("outbox: %s: malformed item", path)
+	}
+	return Item{Seq: seq, Subject: string(subj), Data: data}, nil
+}
+
+// Append numbers a new item, builds it with that number, and stores it
+// durably before returning it. Items are numbered in Append order.
+func (o *Outbox) Append(build func(seq uint64) (subject string, data []byte, err error)) (Item, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	seq := o.next
+	subj, data, err := build(seq)
+	if err != nil {
+		return Item{}, err
+	}
+	if strings.ContainsAny(subj, "\n") || subj == "" {
+		return Item{}, fmt.Errorf("outbox: invalid subject %q", subj)
+	}
+	buf := make([]byte, 0, len(subj)+1+len(data))
+	buf = append(append(append(buf, subj...), '\n'), data...)
+	if err := atomicfile.WriteFile(o.path(seq), buf, 0o600); err != nil {
+		return Item{}, fmt.Errorf("outbox: %w", err)
+	}
+	if err := atomicfile.SyncDir(o.dir); err != nil {
+		os.Remove(o.path(seq))
+		return Item{}, fmt.Errorf("outbox: %w", err)
+	}
+	o.next++
+	it := Item{Seq: seq, Subject: subj, Data: data}
+	o.pending = append(o.pending, it)
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+	return it, nil
+}
+
+func (o *Outbox) path(seq uint64) string {
+	return filepath.Join(o.dir, fmt.Sprintf("%0*d", nameWidth, seq))
+}
+
+// Pending returns up to max of the oldest unconfirmed items.
+func (o *Outbox) Pending(max int) []Item {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := min(max, len(o.pending))
+	return append([]Item(nil), o.pending[:n]...)
+}
+
+// Len is the number of unconfirmed items.
+func (o *Outbox) Len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.pending)
+}
+
+// Notify receives a value after an Append (coalesced).
+func (o *Outbox) Notify() <-chan struct{} { return o.notify }
+
+// Ack removes every item numbered upTo or lower: the bus confirmed them.
+func (o *Outbox) Ack(upTo uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i := sort.Search(len(o.pending), func(i int) bool { return o.pending[i].Seq > upTo })
+	if i == 0 {
+		return nil
+	}
+	// "last" first: once a file is gone its number must stay used.
+	if upTo > o.last {
+		if err := atomicfile.WriteFile(filepath.Join(o.dir, "last"), []byte(strconv.FormatUint(upTo, 10)), 0o600); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		o.last = upTo
+	}
+	var errs []error
+	for _, it := range o.pending[:i] {
+		if err := os.Remove(o.path(it.Seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	o.pending = append(o.pending[:0], o.pending[i:]...)
+	return errors.Join(errs...)
+}
+
+// Last is the highest sequence number handed out so far (0 if none).
+func (o *Outbox) Last() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.next - 1
+}

@@ -1,0 +1,86 @@
+package outbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func appendN(t *testing.T, o *Outbox, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := o.Append(func(seq uint64) (string, []byte, error) {
+			return "ward.h.events.started", []byte(fmt.Sprintf(`{"seq":%d}`, seq)), nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestAppendAckReopen(t *testing.T) {
+	dir := t.TempDir()
+	o, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, o, 5)
+	p := o.Pending(3)
+	if len(p) != 3 || p[0].Seq != 1 || p[2].Seq != 3 || string(p[1].Data) != `{"seq":2}` {
+		t.Fatalf("pending %+v", p)
+	}
+	if err := o.Ack(3); err != nil {
+		t.Fatal(err)
+	}
+	// A crash now: the unconfirmed 4 and 5 come back, numbering continues.
+	o2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := o2.Pending(10); len(p) != 2 || p[0].Seq != 4 || p[1].Seq != 5 || p[0].Subject != "ward.h.events.started" {
+		t.Fatalf("after reopen: %+v", p)
+	}
+	appendN(t, o2, 1)
+	if o2.Last() != 6 {
+		t.Fatalf("next number %d, want 6", o2.Last())
+	}
+	// All confirmed, then a restart: numbers are not reused.
+	if err := o2.Ack(6); err != nil {
+		t.Fatal(err)
+	}
+	o3, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o3.Len() != 0 || o3.Last() != 6 {
+		t.Fatalf("empty outbox: len %d last %d", o3.Len(), o3.Last())
+	}
+	appendN(t, o3, 1)
+	if p := o3.Pending(1); p[0].Seq != 7 {
+		t.Fatalf("seq after restart %d, want 7", p[0].Seq)
+	}
+}
+
+func TestInterruptedWriteIgnored(t *testing.T) {
+	dir := t.TempDir()
+	o, _ := Open(dir)
+	appendN(t, o, 2)
+	os.WriteFile(filepath.Join(dir, ".00000000000000000003.tmp-1"), []byte("partial"), 0o600)
+	o2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o2.Len() != 2 || o2.Last() != 2 {
+		t.Fatalf("len %d last %d", o2.Len(), o2.Last())
+	}
+}
+
+func TestAppendNotifies(t *testing.T) {
+	o, _ := Open(t.TempDir())
+	appendN(t, o, 3)
+	select {
+	case <-o.Notify():
+	default:
+		t.Fatal("no notification")
+	}
+}

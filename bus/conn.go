@@ -45,12 +45,21 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	}
 	// One plain attempt first: its error says whether the servers are
 	// unreachable (fine, retry in the background) or refuse us (fatal).
-	nc, err := nats.Connect(servers, append(opts, nats.Timeout(first), nats.MaxReconnects(0))...)
+	nc, err := nats.Connect(servers, append(opts, nats.Timeout(first), nats.MaxReconnects(0), nats.NoReconnect())...)
 	if err == nil {
+		// With TLS 1.3 a server rejects a client certificate only after
+		// the client's handshake is done: a round trip tells.
+		if ferr := nc.FlushTimeout(first); ferr != nil {
+			err = ferr
+			if last := nc.LastError(); last != nil {
+				err = last
+			}
+		}
 		nc.Close()
-	} else if refused(err) {
+	}
+	if err != nil && refused(err) {
 		return nil, fmt.Errorf("%w: %v (check nats.user/password, token, nkey_seed_file, creds_file and tls in the config)", ErrCredentials, err)
-	} else {
+	} else if err != nil {
 		o.Log.Warn("NATS unreachable; the agent runs on and keeps trying", "servers", servers, "err", err)
 	}
 	nc, err = nats.Connect(servers, append(opts, nats.RetryOnFailedConnect(true))...)
@@ -68,7 +77,7 @@ func refused(err error) bool {
 		return true
 	}
 	s := strings.ToLower(err.Error())
-	for _, m := range []string{"authorization violation", "authentication", "x509:", "tls:", "certificate"} {
+	for _, m := range []string{"authorization violation", "authentication", "x509:", "tls:", "tls error", "certificate"} {
 		if strings.Contains(s, m) {
 			return true
 		}

@@ -5,45 +5,69 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// PrepareDir creates an instance directory and its logs/ subdirectory,
-// owned by uid:gid, mode 0700, so no other instance (all share gid) can
-// read it. An existing directory is an error: a leftover could hold files
-// owned by an earlier holder of another uid.
-func PrepareDir(dir string, uid, gid int) error {
+// PrepareDir creates an instance directory with logs/stdout.log and
+// logs/stderr.log, owned by uid:gid, mode 0700 (no other instance — all
+// share gid — can read it), and returns the two log files open for
+// appending.
+//
+// Everything is created by root and handed to the instance only at the
+// end, directories last: a process of an earlier holder of the uid could
+// otherwise plant a symlink in the directory between its chown and the
+// opening of a log, and have root open (and chown) any file. An existing
+// directory is an error for the same reason.
+func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		return fmt.Errorf("acl: instance dir: %w", err)
+		return nil, nil, fmt.Errorf("acl: instance dir: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			if stdout != nil {
+				stdout.Close()
+			}
+			if stderr != nil {
+				stderr.Close()
+			}
+			stdout, stderr = nil, nil
+			os.RemoveAll(dir)
+			err = fmt.Errorf("acl: instance dir: %w", err)
+		}
+	}()
 	logs := filepath.Join(dir, "logs")
-	err := os.Mkdir(logs, 0o700)
-	if err == nil {
-		err = os.Chown(logs, uid, gid)
+	if err = os.Mkdir(logs, 0o700); err != nil {
+		return
 	}
-	if err == nil {
-		err = os.Chown(dir, uid, gid)
+	if stdout, err = createLog(filepath.Join(logs, "stdout.log"), uid, gid); err != nil {
+		return
 	}
-	if err == nil {
-		// Mkdir's mode is filtered by the umask; the contract is 0700.
-		err = os.Chmod(dir, 0o700)
+	if stderr, err = createLog(filepath.Join(logs, "stderr.log"), uid, gid); err != nil {
+		return
 	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return fmt.Errorf("acl: instance dir: %w", err)
+	if err = os.Chown(logs, uid, gid); err != nil {
+		return
 	}
-	return nil
+	if err = os.Chown(dir, uid, gid); err != nil {
+		return
+	}
+	// Mkdir's mode is filtered by the umask; the contract is 0700.
+	err = os.Chmod(dir, 0o700)
+	return
 }
 
-// OpenLog opens (appending) a log file inside an instance's logs/ directory,
-// owned by the instance so the instance's own process holds it, not the agent.
-func OpenLog(path string, uid, gid int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+func createLog(path string, uid, gid int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("acl: log: %w", err)
+		return nil, err
 	}
 	if err := f.Chown(uid, gid); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("acl: log: %w", err)
+		return nil, err
 	}
 	return f, nil
 }
@@ -54,4 +78,31 @@ func RemoveDir(dir string) error {
 		return fmt.Errorf("acl: remove %s: %w", dir, err)
 	}
 	return nil
+}
+
+// KillUID SIGKILLs every process whose real or effective uid is uid. It is
+// for a uid about to go back to the pool with processes that escaped their
+// cgroup (a group that vanished): the next holder must not inherit them.
+func KillUID(uid int) (killed int) {
+	ents, _ := os.ReadDir("/proc")
+	want := strconv.Itoa(uid)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == "Uid:" && (f[1] == want || f[2] == want) {
+				if unix.Kill(pid, unix.SIGKILL) == nil {
+					killed++
+				}
+				break
+			}
+		}
+	}
+	return killed
 }

@@ -41,19 +41,20 @@ type Options struct {
 // Agent runs the instances of one host. Its methods are the API both
 // transports serve; each is safe for concurrent use.
 type Agent struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	cg        *cgroup.Manager
-	uids      *acl.UIDPool
-	ports     *lease.Pool
-	store     *store
-	events    *Broker
-	outbox    *outbox.Outbox
-	host      hostInfo
-	defaults  Limits
-	retention time.Duration
-	instDir   string
-	lockFile  *os.File
+	cfg        *config.Config
+	log        *slog.Logger
+	cg         *cgroup.Manager
+	uids       *acl.UIDPool
+	ports      *lease.Pool
+	store      *store
+	events     *Broker
+	outbox     *outbox.Outbox
+	host       hostInfo
+	defaults   Limits
+	retention  time.Duration
+	instDir    string
+	lockFile   *os.File
+	parentLock *os.File
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -71,11 +72,12 @@ type instance struct {
 
 	opMu sync.Mutex
 
-	mu    sync.Mutex
-	rec   record
-	proc  *spawn.Process
-	group *cgroup.Group
-	cpu   cpuTracker
+	mu      sync.Mutex
+	rec     record
+	removed bool // rolled back or pruned: no longer in Agent.instances
+	proc    *spawn.Process
+	group   *cgroup.Group
+	cpu     cpuTracker
 }
 
 // New prepares the agent: it takes the state directory's lock, checks the
@@ -158,6 +160,12 @@ func New(opts Options) (*Agent, error) {
 		a.lockFile.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	// The state dir's lock does not stop a second agent with another
+	// state dir from sharing the parent — and removing our groups as leaks.
+	if a.parentLock, err = a.cg.Lock(); err != nil {
+		a.lockFile.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	if err := a.reconcile(); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("agent: reconcile: %w", err)
@@ -184,6 +192,9 @@ func (a *Agent) lock() error {
 // Close releases the agent's lock. Instances keep running: a later agent
 // re-adopts them.
 func (a *Agent) Close() error {
+	if a.parentLock != nil {
+		a.parentLock.Close()
+	}
 	if a.lockFile != nil {
 		return a.lockFile.Close()
 	}
@@ -216,6 +227,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-logs.C:
 			a.rotateLogs()
 		case <-scan.C:
+			a.retryReleases()
 			a.scanLeaks(false)
 			a.prune()
 		}

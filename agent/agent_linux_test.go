@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/leakcheck"
 	"github.com/hostward/ward/internal/testroot"
@@ -291,5 +292,14 @@ func TestTornRecords(t *testing.T) {
 	a.Close()
 	if _, err := os.Stat(torn + ".torn"); err != nil {
 		t.Fatalf("torn record not set aside: %v", err)
+	}
+}
+
+func TestSecondAgentOnSameParentRefused(t *testing.T) {
+	a := newTestAgent(t, nil)
+	cfg := testConfig(t)
+	cfg.Cgroup.Parent = a.cfg.Cgroup.Parent // another state dir, same parent
+	if _, err := New(Options{Config: cfg}); !errors.Is(err, cgroup.ErrLocked) {
+		t.Fatalf("second agent on %s: %v, want ErrLocked", cfg.Cgroup.Parent, err)
 	}
 }

@@ -42,7 +42,7 @@ func (a *Agent) snapshot(in *instance, usage bool) *Instance {
 		Command:     rec.Spec.Command,
 		Routes:      rec.Spec.Routes,
 		HealthCheck: rec.Spec.HealthCheck,
-		Limits:      mergeLimits(rec.Spec.Limits, Limits{}),
+		Limits:      mergeLimits(rec.Limits, Limits{}),
 		CreatedAt:   rec.CreatedAt,
 		StartedAt:   rec.StartedAt,
 		ExitedAt:    rec.ExitedAt,

@@ -20,9 +20,12 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 	}
 	in.opMu.Lock()
 	defer in.opMu.Unlock()
+	if in.gone() {
+		return nil, notFound(req.ID)
+	}
 
 	in.mu.Lock()
-	old := in.rec.Spec.Limits
+	old := in.rec.Limits
 	state := in.rec.State
 	in.mu.Unlock()
 	if state != StateRunning {
@@ -39,11 +42,11 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 		return nil, invalid("limits", "the kernel refused: %v", err)
 	}
 	in.mu.Lock()
-	in.rec.Spec.Limits = next
+	in.rec.Limits = next
 	in.mu.Unlock()
 	if err := a.store.save(&in.rec); err != nil {
 		in.mu.Lock()
-		in.rec.Spec.Limits = old
+		in.rec.Limits = old
 		in.mu.Unlock()
 		a.restoreLimits(in, old)
 		return nil, internal(err)

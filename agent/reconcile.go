@@ -11,6 +11,7 @@ import (
 
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -52,18 +53,24 @@ func (a *Agent) recover(rec *record) error {
 	in := &instance{id: rec.Spec.ID, name: rec.Spec.Name, index: rec.Spec.Index, rec: *rec}
 	log := a.log.With("id", in.id)
 	if !rec.Released {
-		if err := a.uids.Claim(rec.UID, in.id); err != nil {
+		// A lease outside the configured range (the range changed) stays
+		// the instance's; nobody else can be handed it.
+		if err := a.uids.Claim(rec.UID, in.id); errors.Is(err, lease.ErrOutOfRange) {
+			log.Warn("reconcile: uid outside users.uid_min..uid_max", "uid", rec.UID)
+		} else if err != nil {
 			return fmt.Errorf("record %s: uid: %w", in.id, err)
 		}
 		if rec.Port != 0 {
-			if err := a.ports.Claim(rec.Port, in.id); err != nil {
+			if err := a.ports.Claim(rec.Port, in.id); errors.Is(err, lease.ErrOutOfRange) {
+				log.Warn("reconcile: port outside ports.min..max", "port", rec.Port)
+			} else if err != nil {
 				return fmt.Errorf("record %s: port: %w", in.id, err)
 			}
 		}
 	}
 	if rec.State == StateStarting {
 		log.Info("reconcile: rolling back an unfinished start")
-		a.rollbackStart(in)
+		a.rollbackStart(in, true)
 		return nil
 	}
 	a.mu.Lock()
@@ -85,7 +92,7 @@ func (a *Agent) recover(rec *record) error {
 			in.proc = p
 			// A limit change that reached the kernel but not the record was
 			// never acknowledged: the record wins.
-			if err := g.Update(resources(rec.Spec.Limits)); err != nil {
+			if err := g.Update(resources(rec.Limits)); err != nil {
 				log.Warn("reconcile: re-applying limits", "err", err)
 			}
 			a.watch(in)
@@ -93,9 +100,11 @@ func (a *Agent) recover(rec *record) error {
 			return nil
 		}
 		if err == nil {
-			// Alive but its cgroup is gone: it runs unlimited. Not ours to
-			// leave like that.
+			// Alive but its cgroup is gone: it and whatever it forked run
+			// unconfined. Not ours to leave like that, nor to hand the uid
+			// on to.
 			p.Signal(unix.SIGKILL)
+			acl.KillUID(rec.UID)
 			return a.recoverFinish(in, StateCrashed, "cgroup vanished while the agent was down; main process killed")
 		}
 		if !errors.Is(err, spawn.ErrGone) {
@@ -120,7 +129,7 @@ func (a *Agent) recoverFinish(in *instance, state State, reason string) error {
 		a.log.Error("reconcile: release", "id", in.id, "err", err)
 	}
 	inst := a.snapshot(in, false)
-	a.emit(in, string(state), reason, inst.ExitCode)
+	a.emit(in, eventKind(state), reason, inst.ExitCode)
 	return nil
 }
 
@@ -208,15 +217,40 @@ func (a *Agent) prune() {
 		in.mu.Lock()
 		old := in.rec.State.Terminal() && in.rec.Released && in.rec.ExitedAt != nil && in.rec.ExitedAt.Before(cutoff)
 		in.mu.Unlock()
-		if !old {
-			continue
+		if !old || !in.opMu.TryLock() {
+			continue // busy: next time
 		}
 		if err := a.store.remove(in.id); err != nil {
 			a.log.Warn("prune", "id", in.id, "err", err)
+		} else {
+			in.mu.Lock()
+			in.removed = true
+			in.mu.Unlock()
+			a.mu.Lock()
+			delete(a.instances, in.id)
+			a.mu.Unlock()
+		}
+		in.opMu.Unlock()
+	}
+}
+
+// retryReleases finishes releases that failed earlier (a group that would
+// not empty, a record that could not be written): terminal instances that
+// still hold something.
+func (a *Agent) retryReleases() {
+	for _, in := range a.all() {
+		in.mu.Lock()
+		stuck := in.rec.State.Terminal() && !in.rec.Released
+		state := in.rec.State
+		in.mu.Unlock()
+		if !stuck || !in.opMu.TryLock() {
 			continue
 		}
-		a.mu.Lock()
-		delete(a.instances, in.id)
-		a.mu.Unlock()
+		if !in.gone() {
+			if err := a.finish(in, state, "", false); err != nil {
+				a.log.Warn("release retry", "id", in.id, "err", err)
+			}
+		}
+		in.opMu.Unlock()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -56,6 +57,13 @@ func (a *Agent) Start(ctx context.Context, req Request) (*Instance, error) {
 		a.mu.Unlock()
 		return a.existing(in, spec)
 	}
+	// Names and ids may contain '-', so two instances can spell the same
+	// <name>-<index>-<id>; the second must not touch the first's group.
+	group := a.cgroupName(&spec)
+	if other := a.groupOwner(group); other != "" {
+		a.mu.Unlock()
+		return nil, &Error{Code: CodeConflict, Field: "name", Message: fmt.Sprintf("cgroup name %s is taken by instance %q; choose another name or id", group, other)}
+	}
 	uid, err := a.uids.Acquire(spec.ID)
 	if err != nil {
 		a.mu.Unlock()
@@ -82,11 +90,12 @@ func (a *Agent) Start(ctx context.Context, req Request) (*Instance, error) {
 	in.rec = record{
 		Version:   recordVersion,
 		Spec:      spec,
+		Limits:    spec.Limits,
 		Exe:       exe,
 		State:     StateStarting,
 		UID:       uid,
 		Port:      port,
-		Cgroup:    a.cgroupName(&spec),
+		Cgroup:    group,
 		Dir:       filepath.Join(a.instDir, spec.ID),
 		CreatedAt: now,
 	}
@@ -98,20 +107,45 @@ func (a *Agent) Start(ctx context.Context, req Request) (*Instance, error) {
 
 	err = a.create(in)
 	if err != nil {
-		a.rollbackStart(in)
+		a.rollbackStart(in, false)
 		in.opMu.Unlock()
 		return nil, err
 	}
 	inst := a.snapshot(in, false)
-	in.opMu.Unlock()
+	// Before the lock goes: an exit handled right after must come later.
 	a.emit(in, EventStarted, "", nil)
+	in.opMu.Unlock()
 	return inst, nil
+}
+
+// groupOwner returns the id of the live instance using cgroup name, or "".
+// Caller holds a.mu.
+func (a *Agent) groupOwner(name string) string {
+	for id, in := range a.instances {
+		in.mu.Lock()
+		taken := !in.rec.Released && in.rec.Cgroup == name
+		in.mu.Unlock()
+		if taken {
+			return id
+		}
+	}
+	return ""
+}
+
+// gone reports whether in was rolled back or pruned while the caller
+// waited for its lock: the caller holds a stale pointer and must act as if
+// the instance did not exist. Caller holds in.opMu.
+func (in *instance) gone() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.removed
 }
 
 // existing answers a start for an id the agent already knows.
 func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
 	// Wait for a start in flight to settle.
 	in.opMu.Lock()
+	gone := in.gone()
 	in.opMu.Unlock()
 	in.mu.Lock()
 	same := reflect.DeepEqual(in.rec.Spec, spec)
@@ -119,10 +153,7 @@ func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
 	if !same {
 		return nil, &Error{Code: CodeConflict, Field: "id", Message: fmt.Sprintf("instance %q exists with a different spec", spec.ID)}
 	}
-	a.mu.Lock()
-	_, live := a.instances[spec.ID]
-	a.mu.Unlock()
-	if !live {
+	if gone {
 		// the start it waited for failed and was rolled back
 		return nil, &Error{Code: CodeUnavailable, Field: "id", Message: fmt.Sprintf("a concurrent start of %q failed; retry", spec.ID)}
 	}
@@ -145,7 +176,7 @@ func (a *Agent) create(in *instance) error {
 	cgErr := make(chan error, 1)
 	go func() {
 		var err error
-		g, err = a.cg.Create(rec.Cgroup, resources(rec.Spec.Limits))
+		g, err = a.cg.Create(rec.Cgroup, resources(rec.Limits))
 		cgErr <- err
 	}()
 	stdout, stderr, dirErr := a.prepareDir(rec)
@@ -158,7 +189,7 @@ func (a *Agent) create(in *instance) error {
 		}
 		return internal(err)
 	}
-	in.group = g
+	in.group = g // from here on the group is this start's to remove
 	if dirErr != nil {
 		return internal(dirErr)
 	}
@@ -181,6 +212,9 @@ func (a *Agent) create(in *instance) error {
 		sp.CgroupV1Dirs = g.Dirs()
 	}
 	p, err := spawn.Start(sp)
+	if errors.Is(err, syscall.EAGAIN) {
+		return &Error{Code: CodeResourceExhausted, Field: "limits.pids", Message: fmt.Sprintf("cannot start: %v", err)}
+	}
 	if err != nil {
 		return invalid("command", "cannot start: %v", err)
 	}
@@ -203,18 +237,7 @@ func (a *Agent) create(in *instance) error {
 
 // prepareDir makes the instance's directory and opens its log files.
 func (a *Agent) prepareDir(rec *record) (stdout, stderr *os.File, err error) {
-	gid := a.cfg.Users.GID
-	if err := acl.PrepareDir(rec.Dir, rec.UID, gid); err != nil {
-		return nil, nil, err
-	}
-	if stdout, err = acl.OpenLog(filepath.Join(rec.Dir, "logs", "stdout.log"), rec.UID, gid); err != nil {
-		return nil, nil, err
-	}
-	if stderr, err = acl.OpenLog(filepath.Join(rec.Dir, "logs", "stderr.log"), rec.UID, gid); err != nil {
-		stdout.Close()
-		return nil, nil, err
-	}
-	return stdout, stderr, nil
+	return acl.PrepareDir(rec.Dir, rec.UID, a.cfg.Users.GID)
 }
 
 func closeAll(files ...*os.File) {
@@ -248,10 +271,20 @@ func (a *Agent) environ(rec *record) []string {
 }
 
 // rollbackStart undoes a failed start: whatever of process, cgroup,
-// directory, leases and record exists is removed, in reverse order.
-func (a *Agent) rollbackStart(in *instance) {
+// directory, leases and record exists is removed, in reverse order. A live
+// start removes only a cgroup it created (in.group); recovering a
+// "starting" record after a crash removes the group by name — nothing else
+// can own it, names are unique among live records.
+func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	rec := &in.rec
-	if err := a.cg.Remove(rec.Cgroup); err != nil {
+	var err error
+	switch {
+	case in.group != nil:
+		err = in.group.Remove()
+	case recovering:
+		err = a.cg.Remove(rec.Cgroup)
+	}
+	if err != nil {
 		a.log.Error("rollback: remove cgroup", "id", rec.Spec.ID, "err", err)
 	}
 	if in.proc != nil {
@@ -260,10 +293,13 @@ func (a *Agent) rollbackStart(in *instance) {
 	if err := acl.RemoveDir(rec.Dir); err != nil {
 		a.log.Error("rollback: remove dir", "id", rec.Spec.ID, "err", err)
 	}
-	a.releaseLeases(rec)
 	if err := a.store.remove(rec.Spec.ID); err != nil {
 		a.log.Error("rollback: remove record", "id", rec.Spec.ID, "err", err)
 	}
+	a.releaseLeases(rec)
+	in.mu.Lock()
+	in.removed = true
+	in.mu.Unlock()
 	a.mu.Lock()
 	delete(a.instances, rec.Spec.ID)
 	a.mu.Unlock()

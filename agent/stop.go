@@ -36,6 +36,9 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 	}
 	in.opMu.Lock()
 	defer in.opMu.Unlock()
+	if in.gone() {
+		return nil, notFound(req.ID)
+	}
 
 	in.mu.Lock()
 	state := in.rec.State
@@ -47,7 +50,7 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 		}
 		return a.snapshot(in, false), nil
 	}
-	if err := a.setStopping(in); err != nil {
+	if err := a.setStopping(in, state); err != nil {
 		return nil, internal(err)
 	}
 	crashpoint("stop:recorded")
@@ -121,11 +124,17 @@ func (a *Agent) finish(in *instance, state State, reason string, recordFirst boo
 			return err
 		}
 	}
-	err := a.release(in)
-	if serr := a.store.save(rec); err == nil {
-		err = serr
+	if err := a.release(in); err != nil {
+		a.store.save(rec) // the terminal state at least; the release is retried
+		return err
 	}
-	return err
+	if err := a.store.save(rec); err != nil {
+		return err
+	}
+	// Only now: a lease handed on before the record says "released" could
+	// end up held by two records after a crash.
+	a.releaseLeases(rec)
+	return nil
 }
 
 // setExit records how the main process ended. Caller holds in.mu.
@@ -179,7 +188,6 @@ func (a *Agent) release(in *instance) error {
 			return fmt.Errorf("release %s: main process %d did not exit after SIGKILL", rec.Spec.ID, rec.PID)
 		}
 	}
-	a.releaseLeases(rec)
 	in.mu.Lock()
 	rec.Released = true
 	in.group = nil
@@ -187,12 +195,19 @@ func (a *Agent) release(in *instance) error {
 	return nil
 }
 
-// setStopping records the intent to stop (see store.saveIntent).
-func (a *Agent) setStopping(in *instance) error {
+// setStopping records the intent to stop (see store.saveIntent). If that
+// fails the instance stays as it was, so its exit is still watched.
+func (a *Agent) setStopping(in *instance, was State) error {
 	in.mu.Lock()
 	in.rec.State = StateStopping
 	in.mu.Unlock()
-	return a.store.saveIntent(&in.rec)
+	err := a.store.saveIntent(&in.rec)
+	if err != nil {
+		in.mu.Lock()
+		in.rec.State = was
+		in.mu.Unlock()
+	}
+	return err
 }
 
 // watch waits for the main process to end; an end nobody asked for makes
@@ -217,7 +232,7 @@ func (a *Agent) watch(in *instance) {
 		}
 		inst := a.snapshot(in, false)
 		a.log.Info("instance ended", "id", in.id, "state", state, "reason", reason)
-		a.emit(in, string(state), reason, inst.ExitCode)
+		a.emit(in, eventKind(state), reason, inst.ExitCode)
 	}()
 }
 
@@ -234,4 +249,16 @@ func classifyExit(e spawn.Exit) (State, string) {
 		return StateCrashed, fmt.Sprintf("main process exited with code %d", e.Code)
 	}
 	return StateExited, "main process exited with code 0"
+}
+
+// eventKind is the contract's event kind for a terminal state: crashes are
+// "exited" events whose state says "crashed".
+func eventKind(s State) string {
+	switch s {
+	case StateStopped:
+		return EventStopped
+	case StateOOMKilled:
+		return EventOOMKilled
+	}
+	return EventExited
 }

@@ -21,8 +21,9 @@ const recordVersion = 1
 // live here and nowhere else, so a lease cannot outlive its record.
 type record struct {
 	Version   int        `json:"version"`
-	Spec      Request    `json:"spec"`
-	Exe       string     `json:"exe"` // Spec.Command[0] resolved
+	Spec      Request    `json:"spec"`   // as requested (defaults filled): the idempotency key's spec
+	Limits    Limits     `json:"limits"` // in force now: Spec.Limits changed by limit requests
+	Exe       string     `json:"exe"`    // Spec.Command[0] resolved
 	State     State      `json:"state"`
 	Reason    string     `json:"reason,omitempty"`
 	PID       int        `json:"pid,omitempty"`

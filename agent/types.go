@@ -115,11 +115,11 @@ type List struct {
 	Instances []Instance `json:"instances"`
 }
 
-// Event kinds. The terminal ones equal the state the instance ended in.
+// Event kinds, the contract's. An instance that crashed sends "exited"
+// with state "crashed".
 const (
 	EventStarted      = "started"
 	EventExited       = "exited"
-	EventCrashed      = "crashed"
 	EventOOMKilled    = "oom_killed"
 	EventStopped      = "stopped"
 	EventLimitChanged = "limit_changed"

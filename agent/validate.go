@@ -252,7 +252,9 @@ func validateLimits(l Limits, host hostInfo) error {
 		{"limits.swap_bytes", l.SwapBytes, 0, maxSwapBytes, true, "bytes"},
 		{"limits.cpu_shares", l.CPUShares, minCPUShares, maxCPUShares, false, ""},
 		{"limits.cpu_millicores", l.CPUMillicores, minMillicores, maxMilli, true, "millicores"},
-		{"limits.pids", l.Pids, 1, maxPids, false, ""},
+		// On v1 the thread that forks an instance is briefly counted in its
+		// pids group, so 1 could never start anything.
+		{"limits.pids", l.Pids, 2, maxPids, false, ""},
 		{"limits.disk_bytes", l.DiskBytes, minDiskBytes, maxDiskBytes, true, "bytes"},
 	}
 	for _, c := range checks {

@@ -79,6 +79,10 @@ func (p *Publisher) Run(ctx context.Context) {
 }
 
 func (p *Publisher) send(ctx context.Context, items []outbox.Item) error {
+	// Durable before anyone can see them (see package outbox).
+	if err := p.ob.Sync(items); err != nil {
+		return err
+	}
 	if !p.probed {
 		p.stream = p.findStream(ctx, items[0].Subject)
 		p.probed = true

@@ -466,10 +466,14 @@ func pidsUnder(dir string) ([]int, error) {
 }
 
 // Signal sends sig to every process in the group. A process exiting
-// meanwhile is not an error. Pids are read first and signalled after, so a
-// process forked in between is missed and, in principle, a pid reused in
-// between is hit; KillAll does not have these races.
+// meanwhile is not an error. On v1 the group is frozen while it is done, so
+// no process forked meanwhile is missed and no pid reused meanwhile is hit.
+// On v2 pids are read first and signalled after, with those two races (in
+// principle); KillAll has neither.
 func (g *Group) Signal(sig unix.Signal) error {
+	if g.m.mode == V1 {
+		return g.signalFrozenV1(sig)
+	}
 	pids, err := g.Pids()
 	if err != nil {
 		return err
@@ -699,4 +703,30 @@ func writeFile(file, value string) error {
 		return fmt.Errorf("write %q to %s: %w", value, file, err)
 	}
 	return nil
+}
+
+// ErrLocked reports that another process holds the parent's lock.
+var ErrLocked = errors.New("cgroup parent is in use by another agent")
+
+// Lock takes an exclusive lock on the parent group (creating it if
+// needed), held until the returned file is closed. Two agents sharing a
+// parent would each remove the other's groups as leaks; the lock is keyed
+// on the parent itself so that no choice of state directories can allow it.
+func (m *Manager) Lock() (*os.File, error) {
+	dir := m.parentDirs()[0]
+	if _, err := m.mkdirParents(dir); err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", m.parent, err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", m.parent, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("cgroup %s: %w", m.parent, ErrLocked)
+		}
+		return nil, fmt.Errorf("cgroup %s: lock: %w", m.parent, err)
+	}
+	return f, nil
 }

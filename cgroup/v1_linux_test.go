@@ -311,7 +311,7 @@ func TestV1Processes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Pids < 1 || st.MemoryLimit != 64*mib {
+	if st.Pids < 1 || st.MemoryLimit != 64*mib || st.MemoryPeak < st.MemoryUsage {
 		t.Errorf("Stats() = %+v", *st)
 	}
 

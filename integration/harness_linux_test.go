@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,6 +81,8 @@ func newHost(t *testing.T) *host {
 	cfg.Ports.Max = cfg.Ports.Min + 99
 	cfg.Stop.Timeout = config.Duration(2 * time.Second)
 	cfg.Reconcile.Interval = config.Duration(time.Second)
+	// No bus unless a test starts one: the agent must run without it.
+	cfg.NATS.Servers = []string{"nats://127.0.0.1:1"}
 	h := &host{t: t, cfg: cfg, cfgPath: filepath.Join(dir, "ward.yaml"), client: localapi.NewClient(cfg.Socket)}
 	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(cfg)), 0o600); err != nil {
 		t.Fatal(err)
@@ -101,8 +104,9 @@ users: {uid_min: %d, uid_max: %d, group: ward, gid: %d}
 ports: {min: %d, max: %d}
 stop: {timeout: %s}
 reconcile: {interval: %s}
+nats: {servers: [%s]}
 `, c.HostID, c.StateDir, c.Socket, c.Cgroup.Parent, c.Users.UIDMin, c.Users.UIDMax, c.Users.GID,
-		c.Ports.Min, c.Ports.Max, c.Stop.Timeout, c.Reconcile.Interval)
+		c.Ports.Min, c.Ports.Max, c.Stop.Timeout, c.Reconcile.Interval, strings.Join(c.NATS.Servers, ", "))
 }
 
 // start runs the agent with the given crash point ("" for none) and waits

@@ -3,9 +3,14 @@
 // overflow or crash loses one: they arrive late, at least once, in order.
 //
 // Each event is one file, named by its zero-padded sequence number, written
-// and synced before Append returns. Ack removes confirmed files. The
-// highest sequence number ever handed out is kept in "last" (updated before
-// any file is removed), so numbers are never reused across restarts.
+// atomically before Append returns and synced to disk (Sync) before it is
+// sent: an agent crash loses nothing (the page cache outlives the process),
+// and no consumer ever sees an event a power loss could take back. What a
+// power loss can take is an event not yet sent — together with the
+// instances it was about, which the power loss ended too; its number is then
+// handed out again, so consumers see no gap. Ack removes confirmed files.
+// The highest number ever confirmed is kept in "last" (written before any
+// file is removed), so a confirmed number is never reused.
 package outbox
 
 import (
@@ -98,7 +103,8 @@ func readItem(path string, seq uint64) (Item, error) {
 }
 
 // Append numbers a new item, builds it with that number, and stores it
-// durably before returning it. Items are numbered in Append order.
+// (not yet synced, see Sync) before returning it. Items are numbered in
+// Append order.
 func (o *Outbox) Append(build func(seq uint64) (subject string, data []byte, err error)) (Item, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -112,11 +118,7 @@ func (o *Outbox) Append(build func(seq uint64) (subject string, data []byte, err
 	}
 	buf := make([]byte, 0, len(subj)+1+len(data))
 	buf = append(append(append(buf, subj...), '\n'), data...)
-	if err := atomicfile.WriteFile(o.path(seq), buf, 0o600); err != nil {
-		return Item{}, fmt.Errorf("outbox: %w", err)
-	}
-	if err := atomicfile.SyncDir(o.dir); err != nil {
-		os.Remove(o.path(seq))
+	if err := atomicfile.WriteFileNoSync(o.path(seq), buf, 0o600); err != nil {
 		return Item{}, fmt.Errorf("outbox: %w", err)
 	}
 	o.next++
@@ -131,6 +133,24 @@ func (o *Outbox) Append(build func(seq uint64) (subject string, data []byte, err
 
 func (o *Outbox) path(seq uint64) string {
 	return filepath.Join(o.dir, fmt.Sprintf("%0*d", nameWidth, seq))
+}
+
+// Sync makes items durable: their files and the directory entries naming
+// them. The publisher calls it before sending; one journal commit covers a
+// whole batch.
+func (o *Outbox) Sync(items []Item) error {
+	for _, it := range items {
+		f, err := os.Open(o.path(it.Seq))
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("outbox: sync %d: %w", it.Seq, err)
+		}
+	}
+	return atomicfile.SyncDir(o.dir)
 }
 
 // Pending returns up to max of the oldest unconfirmed items.

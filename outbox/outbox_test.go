@@ -84,3 +84,14 @@ func TestAppendNotifies(t *testing.T) {
 		t.Fatal("no notification")
 	}
 }
+
+func TestSync(t *testing.T) {
+	o, _ := Open(t.TempDir())
+	appendN(t, o, 3)
+	if err := o.Sync(o.Pending(10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Sync([]Item{{Seq: 99}}); err == nil {
+		t.Fatal("sync of a missing item succeeded")
+	}
+}

@@ -218,14 +218,24 @@ func (a *Agent) Outbox() *outbox.Outbox { return a.outbox }
 func (a *Agent) Run(ctx context.Context) error {
 	scan := time.NewTicker(a.cfg.Reconcile.Interval.D())
 	defer scan.Stop()
-	logs := time.NewTicker(logCheckInterval)
-	defer logs.Stop()
+	// Rotation touches files instances control; it runs apart so that
+	// nothing an instance does to its logs can hold up the leak scan.
+	go func() {
+		logs := time.NewTicker(logCheckInterval)
+		defer logs.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-logs.C:
+				a.rotateLogs()
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-logs.C:
-			a.rotateLogs()
 		case <-scan.C:
 			a.retryReleases()
 			a.scanLeaks(false)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -301,5 +302,30 @@ func TestSecondAgentOnSameParentRefused(t *testing.T) {
 	cfg.Cgroup.Parent = a.cfg.Cgroup.Parent // another state dir, same parent
 	if _, err := New(Options{Config: cfg}); !errors.Is(err, cgroup.ErrLocked) {
 		t.Fatalf("second agent on %s: %v, want ErrLocked", cfg.Cgroup.Parent, err)
+	}
+}
+
+func TestLogRotationHostileFiles(t *testing.T) {
+	a := newTestAgent(t, func(c *config.Config) { c.Logs.MaxBytes = 4096; c.Logs.Keep = 1 })
+	inst := mustStart(t, a, Request{Name: "hostile", Command: sh("sleep 1000")})
+	logs := filepath.Join(inst.Dir, "logs")
+	// A FIFO where the rotated copy goes would block an open forever.
+	if err := syscall.Mkfifo(filepath.Join(logs, "stdout.log.1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A sparse terabyte log must not be copied whole.
+	if err := os.Truncate(filepath.Join(logs, "stdout.log"), 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { a.rotateLogs(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("rotation blocked on a FIFO or a sparse file")
+	}
+	st, err := os.Lstat(filepath.Join(logs, "stdout.log.1"))
+	if err != nil || !st.Mode().IsRegular() || st.Size() != 4*4096 {
+		t.Fatalf("rotated copy: %v %v", st, err)
 	}
 }

@@ -40,12 +40,12 @@ func (a *Agent) rotateLogs() {
 	}
 }
 
-// rotate rotates <dir>/logs/<name> when it is larger than max; see
+// rotate rotates <dir>/logs/<name> when it is larger than limit; see
 // rotateLogs. The logs directory belongs to the instance, which could swap
 // in symlinks to make a root process truncate any file: every step goes
 // through descriptors opened with O_NOFOLLOW, and only a regular file owned
 // by the instance's uid is touched.
-func rotate(dir, name string, uid int, max int64, keep int) error {
+func rotate(dir, name string, uid int, limit int64, keep int) error {
 	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	dfd, err := unix.Open(dir, dirFlags, 0)
 	if err != nil {
@@ -70,19 +70,29 @@ func rotate(dir, name string, uid int, max int64, keep int) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != uid {
 		return fmt.Errorf("%s is not a regular file owned by uid %d: left alone", name, uid)
 	}
-	if st.Size <= max {
+	if st.Size <= limit {
 		return nil
 	}
 	if keep > 0 {
 		for i := keep - 1; i >= 1; i-- {
 			unix.Renameat(lfd, name+"."+strconv.Itoa(i), lfd, name+"."+strconv.Itoa(i+1))
 		}
-		dfd, err := unix.Openat(lfd, name+".1", unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		// Whatever the instance put at .1 — a FIFO whose open would block
+		// forever, a hard link to a root file — is unlinked, and a fresh
+		// file made in its place.
+		if err := unix.Unlinkat(lfd, name+".1", 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		dfd, err := unix.Openat(lfd, name+".1", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return err
 		}
 		dst := os.NewFile(uintptr(dfd), name+".1")
-		_, err = io.Copy(dst, src)
+		// At most the last 4×limit bytes — more than a log overshoots by
+		// between checks — so that a log grown sparse to a terabyte with
+		// ftruncate does not make root copy a terabyte of zeros.
+		off := max(0, st.Size-4*limit)
+		_, err = io.Copy(dst, io.NewSectionReader(src, off, st.Size-off))
 		if err == nil {
 			err = dst.Chown(uid, int(st.Gid))
 		}

@@ -117,7 +117,11 @@ func loadConfig(path string, dev bool) (*config.Config, error) {
 		if path != "" {
 			return nil, usagef("--dev takes no --config")
 		}
-		return config.Dev(filepath.Join(os.TempDir(), "ward-dev")), nil
+		dir := filepath.Join(os.TempDir(), "ward-dev")
+		if err := checkDevDir(dir); err != nil {
+			return nil, err
+		}
+		return config.Dev(dir), nil
 	}
 	if path != "" {
 		return config.Load(path)
@@ -127,4 +131,22 @@ func loadConfig(path string, dev bool) (*config.Config, error) {
 		return config.Default(), nil
 	}
 	return cfg, err
+}
+
+// checkDevDir refuses a --dev state dir someone else could have prepared:
+// it lives in a world-writable /tmp, and the agent (root) would follow a
+// symlink there or use a directory another user controls.
+func checkDevDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !st.IsDir() || !ok || sys.Uid != 0 || st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("--dev state dir %s is not a root-owned directory writable only by root; remove it", dir)
+	}
+	return nil
 }

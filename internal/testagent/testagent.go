@@ -22,7 +22,9 @@ import (
 func Config(t testing.TB, uidMin int) *config.Config {
 	t.Helper()
 	testroot.Require(t)
-	dir, err := os.MkdirTemp("/var/tmp", "ward-test-")
+	// /var/lib, where a real state dir lives (and not /var/tmp, whose ext4
+	// block group the other tests churn: file creation there gets slow).
+	dir, err := os.MkdirTemp("/var/lib", "ward-test-")
 	if err != nil {
 		t.Fatal(err)
 	}

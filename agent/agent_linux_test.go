@@ -124,15 +124,6 @@ func waitState(t *testing.T, a *Agent, id string, state State) *Instance {
 	}
 }
 
-func readFile(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 func TestExitDetection(t *testing.T) {
 	a := newTestAgent(t, nil)
 	cases := []struct {

@@ -12,15 +12,6 @@ import (
 	"github.com/hostward/ward/agent"
 )
 
-// API is what the bus serves; *agent.Agent implements it.
-type API interface {
-	Start(context.Context, agent.Request) (*agent.Instance, error)
-	Stop(context.Context, agent.StopRequest) (*agent.Instance, error)
-	Limit(context.Context, agent.LimitRequest) (*agent.Instance, error)
-	Info(context.Context, agent.InfoRequest) (*agent.Instance, error)
-	List(context.Context) (*agent.List, error)
-}
-
 // DefaultMaxInFlight bounds the commands the service works on at once;
 // beyond it a request is refused with resource_exhausted at once rather
 // than queued behind a slow stop.
@@ -43,7 +34,7 @@ type Service struct {
 
 // NewService registers the `ward` micro service (metadata host_id) with the
 // endpoints start, stop, limit, info and list under ward.<host>.
-func NewService(nc *nats.Conn, api API, o ServiceOptions) (*Service, error) {
+func NewService(nc *nats.Conn, api agent.API, o ServiceOptions) (*Service, error) {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
@@ -62,51 +53,11 @@ func NewService(nc *nats.Conn, api API, o ServiceOptions) (*Service, error) {
 	}
 	s := &Service{svc: svc, sem: make(chan struct{}, o.MaxInFlight), log: o.Log}
 	g := svc.AddGroup("ward." + o.HostID)
-	endpoints := []struct {
-		name string
-		fn   func(context.Context, []byte) (any, error)
-	}{
-		{"start", func(ctx context.Context, b []byte) (any, error) {
-			var req agent.Request
-			if err := agent.Decode(b, &req); err != nil {
-				return nil, err
-			}
-			return api.Start(ctx, req)
-		}},
-		{"stop", func(ctx context.Context, b []byte) (any, error) {
-			var req agent.StopRequest
-			if err := agent.Decode(b, &req); err != nil {
-				return nil, err
-			}
-			return api.Stop(ctx, req)
-		}},
-		{"limit", func(ctx context.Context, b []byte) (any, error) {
-			var req agent.LimitRequest
-			if err := agent.Decode(b, &req); err != nil {
-				return nil, err
-			}
-			return api.Limit(ctx, req)
-		}},
-		{"info", func(ctx context.Context, b []byte) (any, error) {
-			var req agent.InfoRequest
-			if err := agent.Decode(b, &req); err != nil {
-				return nil, err
-			}
-			return api.Info(ctx, req)
-		}},
-		{"list", func(ctx context.Context, b []byte) (any, error) {
-			if len(b) > 0 {
-				if err := agent.Decode(b, &struct{}{}); err != nil {
-					return nil, err
-				}
-			}
-			return api.List(ctx)
-		}},
-	}
-	for _, e := range endpoints {
-		if err := g.AddEndpoint(e.name, s.handler(e.name, e.fn), micro.WithEndpointMetadata(map[string]string{"host_id": o.HostID})); err != nil {
+	for _, m := range agent.Methods {
+		call := func(ctx context.Context, b []byte) (any, error) { return m.Call(ctx, api, b) }
+		if err := g.AddEndpoint(m.Name, s.handler(m.Name, call), micro.WithEndpointMetadata(map[string]string{"host_id": o.HostID})); err != nil {
 			svc.Stop()
-			return nil, fmt.Errorf("bus: endpoint %s: %w", e.name, err)
+			return nil, fmt.Errorf("bus: endpoint %s: %w", m.Name, err)
 		}
 	}
 	// AddService does not flush: without this a discovery ping sent right

@@ -79,6 +79,9 @@ type Stats struct {
 // can join, and ward does not restrict devices through cgroups.
 var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
 
+// V1Controllers returns the v1 hierarchies every group is created in.
+func V1Controllers() []string { return append([]string(nil), v1Controllers...) }
+
 // v2Controllers are the controllers ward enables for its v2 groups; io is
 // enabled when the host offers it, the others are required.
 var v2Controllers = []string{"memory", "cpu", "pids", "io"}

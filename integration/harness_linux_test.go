@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,15 +15,14 @@ import (
 
 	"github.com/hostward/ward/agent"
 	"github.com/hostward/ward/config"
-	"github.com/hostward/ward/internal/leakcheck"
-	"github.com/hostward/ward/internal/testroot"
+	"github.com/hostward/ward/internal/testagent"
 	"github.com/hostward/ward/localapi"
 )
 
 // Pool range of this package's tests (other packages use other ranges).
 const (
 	uidMin = 27000
-	uidMax = 27999
+	uidMax = uidMin + 999 // testagent.Config leases [uidMin, uidMin+999]
 )
 
 var wardBin string
@@ -65,33 +63,16 @@ type host struct {
 
 func newHost(t *testing.T) *host {
 	t.Helper()
-	testroot.Require(t)
-	dir, err := os.MkdirTemp("", "ward-it-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o711)
-	cfg := config.Default()
-	cfg.HostID = "it"
-	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.Socket = filepath.Join(dir, "ward.sock")
-	cfg.Cgroup.Parent = fmt.Sprintf("/ward-it-%08x", rand.Uint32())
-	cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.GID = uidMin, uidMax, uidMin
-	cfg.Ports.Min = 45000 + rand.IntN(100)*100
-	cfg.Ports.Max = cfg.Ports.Min + 99
-	cfg.Stop.Timeout = config.Duration(2 * time.Second)
-	cfg.Reconcile.Interval = config.Duration(time.Second)
+	cfg := testagent.Config(t, uidMin)
 	// No bus unless a test starts one: the agent must run without it.
 	cfg.NATS.Servers = []string{"nats://127.0.0.1:1"}
-	h := &host{t: t, cfg: cfg, cfgPath: filepath.Join(dir, "ward.yaml"), client: localapi.NewClient(cfg.Socket)}
+	h := &host{t: t, cfg: cfg, cfgPath: filepath.Join(filepath.Dir(cfg.StateDir), "ward.yaml"), client: localapi.NewClient(cfg.Socket)}
 	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(cfg)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		h.kill()
-		leakcheck.RemoveParent(cfg.Cgroup.Parent)
-		os.RemoveAll(dir)
-	})
+	// Runs before testagent's cleanup (which removes the cgroup parent and
+	// the state): the agent goes first.
+	t.Cleanup(h.kill)
 	return h
 }
 

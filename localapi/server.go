@@ -19,57 +19,19 @@ import (
 	"github.com/hostward/ward/agent"
 )
 
-// API is what the socket serves; *agent.Agent implements it.
-type API interface {
-	Start(context.Context, agent.Request) (*agent.Instance, error)
-	Stop(context.Context, agent.StopRequest) (*agent.Instance, error)
-	Limit(context.Context, agent.LimitRequest) (*agent.Instance, error)
-	Info(context.Context, agent.InfoRequest) (*agent.Instance, error)
-	List(context.Context) (*agent.List, error)
-}
-
 // EventSource feeds `ward events`.
 type EventSource interface {
 	Subscribe() (<-chan agent.Event, func())
 }
 
 // NewHandler returns the HTTP handler for api and events.
-func NewHandler(api API, events EventSource, log *slog.Logger) http.Handler {
+func NewHandler(api agent.API, events EventSource, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/start", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
-		var req agent.Request
-		if err := agent.Decode(b, &req); err != nil {
-			return nil, err
-		}
-		return api.Start(ctx, req)
-	}))
-	mux.HandleFunc("POST /v1/stop", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
-		var req agent.StopRequest
-		if err := agent.Decode(b, &req); err != nil {
-			return nil, err
-		}
-		return api.Stop(ctx, req)
-	}))
-	mux.HandleFunc("POST /v1/limit", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
-		var req agent.LimitRequest
-		if err := agent.Decode(b, &req); err != nil {
-			return nil, err
-		}
-		return api.Limit(ctx, req)
-	}))
-	mux.HandleFunc("POST /v1/info", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
-		var req agent.InfoRequest
-		if err := agent.Decode(b, &req); err != nil {
-			return nil, err
-		}
-		return api.Info(ctx, req)
-	}))
-	mux.HandleFunc("POST /v1/list", endpoint(log, func(ctx context.Context, b []byte) (any, error) {
-		if err := agent.Decode(b, &struct{}{}); err != nil {
-			return nil, err
-		}
-		return api.List(ctx)
-	}))
+	for _, m := range agent.Methods {
+		mux.HandleFunc("POST /v1/"+m.Name, endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+			return m.Call(ctx, api, b)
+		}))
+	}
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		streamEvents(w, r, events)
 	})

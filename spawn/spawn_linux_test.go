@@ -23,7 +23,7 @@ const (
 	testGID = 29990
 )
 
-var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+var v1Controllers = leakcheck.V1Controllers
 
 // TestMain lets the test binary double as the instance program for cases
 // that need behaviour no base tool gives (allocating memory).

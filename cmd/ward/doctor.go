@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/cgroups/v3"
 
 	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/localapi"
 )
@@ -63,7 +64,7 @@ func runDoctor(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-var doctorV1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+var doctorV1Controllers = cgroup.V1Controllers()
 
 func checkCgroups(cfg *config.Config) []checkResult {
 	const root = "/sys/fs/cgroup"

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 )
 
 // V1Controllers are the hierarchies ward creates groups in on cgroup v1.
-var V1Controllers = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+var V1Controllers = cgroup.V1Controllers()
 
 // Find lists leaks: groups under the parent, instance dirs, records still
 // holding a uid or port, and live (non-zombie) processes running as a pool

@@ -78,6 +78,7 @@ type instance struct {
 	proc    *spawn.Process
 	group   *cgroup.Group
 	cpu     cpuTracker
+	oomKill bool // the agent killed the instance because it ran out of memory
 }
 
 // New prepares the agent: it takes the state directory's lock, checks the

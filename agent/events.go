@@ -86,6 +86,11 @@ func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
 		Reason:   reason,
 		ExitCode: exitCode,
 	}
+	if in.rec.State.Terminal() {
+		e.MemoryPeakBytes = in.rec.MemoryPeak
+		e.OOMKills = in.rec.OOMKills
+		e.StderrTail = in.rec.StderrTail
+	}
 	in.mu.Unlock()
 	a.publish(e)
 }

@@ -110,7 +110,16 @@ func (a *Agent) recover(rec *record) error {
 		if !errors.Is(err, spawn.ErrGone) {
 			return fmt.Errorf("record %s: %w", in.id, err)
 		}
-		return a.recoverFinish(in, StateExited, "main process exited while the agent was down; exit status unknown")
+		// Its cgroup's OOM counter still says whether memory ended it.
+		f := a.facts(in)
+		state, reason := classifyEnd(spawn.Exit{}, f, false)
+		if state == StateExited {
+			reason = "main process exited while the agent was down; exit status unknown"
+		} else {
+			reason += " (while the agent was down)"
+		}
+		a.noteEnd(in, f, state)
+		return a.recoverFinish(in, state, reason)
 	case StateStopping:
 		a.terminate(in, 0)
 		return a.recoverFinish(in, StateStopped, "stopped by request")

@@ -55,6 +55,7 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 	}
 	crashpoint("stop:recorded")
 	a.terminate(in, timeout)
+	a.noteEnd(in, a.facts(in), StateStopped)
 	crashpoint("stop:terminated")
 	// "stopping" is on record: a crash from here on is finished by the
 	// next agent, so the final state is written once, after the release.
@@ -226,7 +227,12 @@ func (a *Agent) watch(in *instance) {
 		if state != StateRunning {
 			return // a stop owns this exit
 		}
-		state, reason := classifyExit(p.Exited())
+		in.mu.Lock()
+		killedForOOM := in.oomKill
+		in.mu.Unlock()
+		f := a.facts(in)
+		state, reason := classifyEnd(p.Exited(), f, killedForOOM)
+		a.noteEnd(in, f, state)
 		if err := a.finish(in, state, reason, true); err != nil {
 			a.log.Error("instance exit: release", "id", in.id, "err", err)
 		}
@@ -251,14 +257,40 @@ func classifyExit(e spawn.Exit) (State, string) {
 	return StateExited, "main process exited with code 0"
 }
 
-// eventKind is the contract's event kind for a terminal state: crashes are
-// "exited" events whose state says "crashed".
+// eventKind is the event kind of a terminal state.
 func eventKind(s State) string {
 	switch s {
 	case StateStopped:
 		return EventStopped
 	case StateOOMKilled:
 		return EventOOMKilled
+	case StateCrashed:
+		return EventCrashed
 	}
 	return EventExited
+}
+
+// noteEnd keeps what the cgroup and logs said about an ending instance in
+// its record: its memory peak and OOM kills, and for an abnormal end the
+// last lines of its stderr. Caller holds in.opMu.
+func (a *Agent) noteEnd(in *instance, f endFacts, state State) {
+	var tail string
+	if state == StateCrashed || state == StateOOMKilled {
+		in.mu.Lock()
+		dir, uid := in.rec.Dir, in.rec.UID
+		in.mu.Unlock()
+		tail = stderrTail(dir, uid)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if f.known {
+		if f.peak > 0 {
+			peak := f.peak
+			in.rec.MemoryPeak = &peak
+		}
+		in.rec.OOMKills = f.oomKills
+	}
+	if tail != "" {
+		in.rec.StderrTail = tail
+	}
 }

@@ -37,6 +37,11 @@ type record struct {
 	ExitedAt  *time.Time `json:"exited_at,omitempty"`
 	ExitCode  *int       `json:"exit_code,omitempty"`
 	Signal    string     `json:"exit_signal,omitempty"`
+	// What the cgroup and the logs said as the instance ended, kept because
+	// both are removed with it.
+	MemoryPeak *uint64 `json:"memory_peak_bytes,omitempty"`
+	OOMKills   uint64  `json:"oom_kills,omitempty"`
+	StderrTail string  `json:"stderr_tail,omitempty"`
 	// Released is set once everything the instance held is gone; a terminal
 	// record without it is a release to finish.
 	Released bool `json:"released,omitempty"`

@@ -108,6 +108,12 @@ type Instance struct {
 	ExitCode    *int         `json:"exit_code"`
 	ExitSignal  string       `json:"exit_signal,omitempty"` // e.g. "SIGKILL" when a signal ended it
 	Reason      string       `json:"reason"`
+	// Set once the instance has ended: its memory high-water mark, the
+	// tasks the kernel killed for its memory limit, and the last lines of
+	// its stderr (crashes and OOM kills only).
+	MemoryPeakBytes *uint64 `json:"memory_peak_bytes,omitempty"`
+	OOMKills        uint64  `json:"oom_kills,omitempty"`
+	StderrTail      string  `json:"stderr_tail,omitempty"`
 }
 
 // List is the reply to `list`.
@@ -115,14 +121,17 @@ type List struct {
 	Instances []Instance `json:"instances"`
 }
 
-// Event kinds, the contract's. An instance that crashed sends "exited"
-// with state "crashed".
+// Event kinds: the contract's, plus "crashed" (the main process ended
+// non-zero or by a signal; "exited" is a clean exit) and "memory_pressure"
+// (the kernel reports reclaim pressure in the instance's memory cgroup).
 const (
-	EventStarted      = "started"
-	EventExited       = "exited"
-	EventOOMKilled    = "oom_killed"
-	EventStopped      = "stopped"
-	EventLimitChanged = "limit_changed"
+	EventStarted        = "started"
+	EventExited         = "exited"
+	EventCrashed        = "crashed"
+	EventOOMKilled      = "oom_killed"
+	EventStopped        = "stopped"
+	EventLimitChanged   = "limit_changed"
+	EventMemoryPressure = "memory_pressure"
 )
 
 // Event is something that happened to an instance.
@@ -138,6 +147,9 @@ type Event struct {
 	Reason          string    `json:"reason"`
 	ExitCode        *int      `json:"exit_code"`
 	MemoryPeakBytes *uint64   `json:"memory_peak_bytes"`
+	OOMKills        uint64    `json:"oom_kills,omitempty"`
+	StderrTail      string    `json:"stderr_tail,omitempty"`
+	Level           string    `json:"level,omitempty"` // memory_pressure: the kernel's level
 	Limits          *Limits   `json:"limits,omitempty"`
 }
 

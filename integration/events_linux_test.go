@@ -39,7 +39,7 @@ func TestEventsCommand(t *testing.T) {
 	deadline := time.After(10 * time.Second)
 	var kinds []string
 	for len(kinds) < 2 {
-		o, e, code := h.run("run", "--name", "ev", "--", "sh", "-c", "exit 3")
+		o, e, code := h.run("run", "--name", "ev", "--", "sh", "-c", "echo first >&2; echo boom >&2; exit 3")
 		if code != 0 {
 			t.Fatalf("ward run: %s", e)
 		}
@@ -59,7 +59,7 @@ func TestEventsCommand(t *testing.T) {
 					continue
 				}
 				kinds = append(kinds, ev.Kind)
-				if ev.Kind == agent.EventExited && (ev.State != agent.StateCrashed || ev.ExitCode == nil || *ev.ExitCode != 3 || ev.Seq == 0) {
+				if ev.Kind == agent.EventCrashed && (ev.State != agent.StateCrashed || ev.ExitCode == nil || *ev.ExitCode != 3 || ev.Seq == 0 || ev.StderrTail != "first\nboom") {
 					t.Fatalf("exit event %+v", ev)
 				}
 			case <-time.After(500 * time.Millisecond):
@@ -68,7 +68,7 @@ func TestEventsCommand(t *testing.T) {
 				t.Fatal("no events")
 			}
 		}
-		if kinds[0] == agent.EventStarted && kinds[1] == agent.EventExited {
+		if kinds[0] == agent.EventStarted && kinds[1] == agent.EventCrashed {
 			break
 		}
 		kinds = kinds[:0]

@@ -1,0 +1,67 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/agent"
+)
+
+// TestOOMWhileAgentDown lets an instance run out of memory while the agent
+// is dead: the next agent must report it as oom_killed, from the group's
+// OOM counter, not as a plain exit.
+func TestOOMWhileAgentDown(t *testing.T) {
+	h := newHost(t)
+	h.start("")
+	mem := int64(32 << 20)
+	inst, err := h.client.Start(context.Background(), agent.Request{
+		Name: "hog", Limits: agent.Limits{MemoryBytes: &mem},
+		// tail buffers its input looking for a newline: /dev/zero has none.
+		Command: []string{"sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo about to hog >&2; exec tail /dev/zero"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.kill()
+	if err := os.WriteFile(filepath.Join(inst.Dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reaps it now (the agent was its parent): wait until it is a
+	// zombie or gone.
+	waitFor(t, "the hog to be OOM-killed", func() bool {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(*inst.PID) + "/stat")
+		if err != nil {
+			return true
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		return len(f) > 0 && f[0] == "Z"
+	})
+	h.start("")
+	var got agent.Instance
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, in := range h.list() {
+			if in.ID == inst.ID {
+				got = in
+			}
+		}
+		if got.State.Terminal() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got.State != agent.StateOOMKilled || !strings.HasPrefix(got.Reason, "out of memory: 33554432 byte limit") || got.OOMKills < 1 {
+		t.Fatalf("after restart: state %s, reason %q, oom_kills %d; want oom_killed", got.State, got.Reason, got.OOMKills)
+	}
+	if got.StderrTail != "about to hog" {
+		t.Errorf("stderr tail %q, want the instance's last stderr line", got.StderrTail)
+	}
+	if got.MemoryPeakBytes == nil || *got.MemoryPeakBytes < uint64(mem)*9/10 {
+		t.Errorf("memory peak %v, want about the 32 MiB limit", got.MemoryPeakBytes)
+	}
+}

@@ -46,4 +46,5 @@ func (g *Group) KillAll() error                            { return errUnsupport
 func (g *Group) WaitEmpty(context.Context) error           { return errUnsupported }
 func (g *Group) Delete() error                             { return errUnsupported }
 func (g *Group) Dirs() []string                            { return nil }
+func (g *Group) MemoryDir() string                         { return "" }
 func (g *Group) AddProc(int) error                         { return errUnsupported }

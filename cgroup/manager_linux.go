@@ -320,6 +320,16 @@ func (g *Group) Dirs() []string {
 	return dirs
 }
 
+// MemoryDir is the directory of the group's memory controller: where its
+// OOM and pressure notifications are registered (v1 memory hierarchy, v2
+// the group's one directory).
+func (g *Group) MemoryDir() string {
+	if g.m.mode == V2 {
+		return filepath.Join(g.m.root, g.path)
+	}
+	return g.v1Dir("memory")
+}
+
 func (g *Group) load() error {
 	if g.m.mode == V1 {
 		return g.loadV1()

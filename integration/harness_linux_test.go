@@ -25,7 +25,10 @@ const (
 	uidMax = uidMin + 999 // testagent.Config leases [uidMin, uidMin+999]
 )
 
-var wardBin string
+var (
+	wardBin   string
+	tenantBin string // the load program instances run in the containment tests
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ward-bin-")
@@ -33,20 +36,47 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Instances run the tenant as pool users: its directory must be
+	// theirs to search, and the binary theirs to execute.
+	tenantDir, err := os.MkdirTemp("", "ward-tenant-")
+	if err == nil {
+		err = os.Chmod(tenantDir, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	wardBin = filepath.Join(dir, "ward")
+	tenantBin = filepath.Join(tenantDir, "tenant")
+	code := 1
+	if build(wardBin, "github.com/hostward/ward/cmd/ward") && build(tenantBin, "github.com/hostward/ward/integration/tenant") {
+		if err := os.Chmod(tenantBin, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		} else {
+			code = m.Run()
+		}
+	}
+	os.RemoveAll(dir)
+	os.RemoveAll(tenantDir)
+	os.Exit(code)
+}
+
+// build builds pkg into out. Never with -race, even when the tests are: the
+// tenant runs under pids and memory limits that the race runtime's extra
+// threads and shadow memory would distort.
+func build(out, pkg string) bool {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goBin); err != nil {
 		goBin = "go"
 	}
-	build := exec.Command(goBin, "build", "-o", wardBin, "github.com/hostward/ward/cmd/ward")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building ward:", err)
-		os.Exit(1)
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)
+		return false
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return true
 }
 
 // host is one test's slice of the machine: a state dir, a cgroup parent, a

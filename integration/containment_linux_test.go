@@ -329,13 +329,8 @@ func TestContainMemoryHog(t *testing.T) {
 		t.Fatalf("hog: memory.limit_in_bytes %s, want %d", got, limit)
 	}
 	end := hog.waitEnd(15 * time.Second)
-	// Today the main process's SIGKILL makes it "crashed"; the OOM watcher
-	// will name it "oom_killed". Either way it is over and holds nothing.
-	switch {
-	case end.State == agent.StateOOMKilled:
-	case end.State == agent.StateCrashed && end.ExitSignal == "SIGKILL":
-	default:
-		t.Fatalf("hog ended %s (signal %q, reason %q), want crashed by SIGKILL or oom_killed", end.State, end.ExitSignal, end.Reason)
+	if end.State != agent.StateOOMKilled || !strings.HasPrefix(end.Reason, "out of memory: 67108864 byte limit") || end.OOMKills < 1 {
+		t.Fatalf("hog ended %s (signal %q, reason %q, oom_kills %d), want oom_killed", end.State, end.ExitSignal, end.Reason, end.OOMKills)
 	}
 	if end.PID != nil || end.UID != nil {
 		t.Errorf("hog: ended but holds pid %s uid %s", ptrString(end.PID), ptrString(end.UID))

@@ -1,6 +1,7 @@
 package acl
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -81,8 +82,42 @@ type accountsJournal struct {
 	GID     uint32 `json:"gid"`
 	GroupIn bool   `json:"group_added,omitempty"`   // the group line, added by us
 	GShadow bool   `json:"gshadow_added,omitempty"` // the gshadow line, added by us
-	Passwd  []int  `json:"passwd_added,omitempty"`  // uids whose passwd line we added
-	Shadow  []int  `json:"shadow_added,omitempty"`  // uids whose shadow line we added
+	Passwd  uidSet `json:"passwd_added,omitempty"`  // uids whose passwd line we added
+	Shadow  uidSet `json:"shadow_added,omitempty"`  // uids whose shadow line we added
+}
+
+// uidSet is a sorted list of uids, kept in the journal as [first, last]
+// runs: a pool of 10,000 is one pair.
+type uidSet []int
+
+func (s uidSet) MarshalJSON() ([]byte, error) {
+	runs := [][2]int{}
+	for _, uid := range s {
+		if n := len(runs); n > 0 && runs[n-1][1]+1 == uid {
+			runs[n-1][1] = uid
+			continue
+		}
+		runs = append(runs, [2]int{uid, uid})
+	}
+	return json.Marshal(runs)
+}
+
+func (s *uidSet) UnmarshalJSON(b []byte) error {
+	var runs [][2]int
+	if err := json.Unmarshal(b, &runs); err != nil {
+		return err
+	}
+	var out uidSet
+	for _, r := range runs {
+		if r[0] > r[1] || r[1]-r[0] >= MaxPoolUsers || (len(out) > 0 && r[0] <= out[len(out)-1]) {
+			return fmt.Errorf("uid run %v out of order", r)
+		}
+		for uid := r[0]; uid <= r[1]; uid++ {
+			out = append(out, uid)
+		}
+	}
+	*s = out
+	return nil
 }
 
 // empty: nothing recorded, so no journal is needed.
@@ -369,7 +404,7 @@ func poolUID(group, name string) (int, bool) {
 	return n, err == nil && PoolUserName(group, n) == name
 }
 
-func sortedUnion(a, b []int) []int {
+func sortedUnion(a, b []int) uidSet {
 	out := slices.Concat(a, b)
 	slices.Sort(out)
 	return slices.Compact(out)

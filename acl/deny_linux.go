@@ -241,8 +241,12 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 		}
 	}
 	if len(next.Targets)+len(stale) > 0 {
-		if err := writeDenyJournal(journal, denyJournal{GID: gid, Targets: append(append([]denyRecord(nil), next.Targets...), stale...)}); err != nil {
-			return DenyReport{}, err
+		during := encodeDenyJournal(denyJournal{GID: gid, Targets: append(append([]denyRecord(nil), next.Targets...), stale...)})
+		// A rerun with nothing new records nothing new: no write, no fsync.
+		if !bytes.Equal(during, oldRaw) {
+			if err := writeJournalBytes(journal, during); err != nil {
+				return DenyReport{}, err
+			}
 		}
 	}
 
@@ -417,19 +421,17 @@ func readDenyJournal(path string) ([]byte, denyJournal, error) {
 	return raw, j, nil
 }
 
-func writeDenyJournal(path string, j denyJournal) error {
-	b, err := json.MarshalIndent(j, "", "  ")
-	if err != nil {
-		return fmt.Errorf("acl: deny journal: %w", err)
-	}
-	return writeJournalBytes(path, append(b, '\n'))
+func encodeDenyJournal(j denyJournal) []byte {
+	// Cannot fail: strings, numbers, bools and byte slices.
+	b, _ := json.MarshalIndent(j, "", "  ")
+	return append(b, '\n')
 }
 
 func writeOrRemoveDenyJournal(path string, j denyJournal) error {
 	if len(j.Targets) == 0 {
 		return removeJournal(path)
 	}
-	return writeDenyJournal(path, j)
+	return writeJournalBytes(path, encodeDenyJournal(j))
 }
 
 // writeJournalBytes replaces the journal durably: the change it announces

@@ -170,11 +170,11 @@ func closeAll(ts []*target) {
 
 // change is one target's planned ACL change.
 type change struct {
-	t        *target
-	cur      []byte // the xattr now
-	curAbsnt bool
-	want     []byte
-	changed  bool
+	t         *target
+	cur       []byte // the xattr now
+	curAbsent bool
+	want      []byte
+	changed   bool
 }
 
 // ApplyDeny gives every path of the deny list (after symlinks) a
@@ -222,7 +222,7 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 			}
 		}
 		want, changed := a.WithGroupDenied(gid)
-		changes = append(changes, change{t: t, cur: cur, curAbsnt: !ok, want: want.Encode(), changed: changed})
+		changes = append(changes, change{t: t, cur: cur, curAbsent: !ok, want: want.Encode(), changed: changed})
 
 		rec, seen := known[t.id]
 		if !seen {
@@ -289,7 +289,7 @@ func rollbackDeny(done []change, journal string, oldRaw []byte, cause error) err
 		if !c.changed {
 			continue
 		}
-		if err := fsetACL(c.t.fd, c.cur, c.curAbsnt); err != nil {
+		if err := fsetACL(c.t.fd, c.cur, c.curAbsent); err != nil {
 			errs = append(errs, fmt.Errorf("restore %s: %w", c.t.path, err))
 		}
 	}

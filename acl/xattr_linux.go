@@ -1,41 +1,76 @@
 package acl
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
 )
 
-// POSIX ACL xattr layout (system.posix_acl_access): a little-endian u32
-// version (2), then 8-byte entries {u16 tag, u16 perm, u32 id}.
-const (
-	aclXattr   = "system.posix_acl_access"
-	aclVersion = 2
-	tagGroup   = 0x08
-)
+const aclXattr = "system.posix_acl_access"
 
-// DeniesGroup reports whether path's access ACL carries a named-group entry
-// for gid with no permissions: the entry `ward setup` writes.
+// xattrMax bounds an xattr value (XATTR_SIZE_MAX).
+const xattrMax = 64 << 10
+
+// DeniesGroup reports whether path's access ACL (following symlinks)
+// carries a named-group entry for gid with no permissions: the entry
+// ApplyDeny writes.
 func DeniesGroup(path string, gid uint32) (bool, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Getxattr(path, aclXattr, buf)
-	if errors.Is(err, unix.ENODATA) {
-		return false, nil
-	}
+	b, ok, err := getACL(func(buf []byte) (int, error) { return unix.Getxattr(path, aclXattr, buf) })
 	if err != nil {
 		return false, fmt.Errorf("acl: %s: %w", path, err)
 	}
-	b := buf[:n]
-	if len(b) < 4 || binary.LittleEndian.Uint32(b) != aclVersion || (len(b)-4)%8 != 0 {
-		return false, fmt.Errorf("acl: %s: malformed %s", path, aclXattr)
+	if !ok {
+		return false, nil
 	}
-	for e := b[4:]; len(e) >= 8; e = e[8:] {
-		tag, perm, id := binary.LittleEndian.Uint16(e), binary.LittleEndian.Uint16(e[2:]), binary.LittleEndian.Uint32(e[4:])
-		if tag == tagGroup && id == gid {
-			return perm == 0, nil
+	a, err := ParseACL(b)
+	if err != nil {
+		return false, fmt.Errorf("acl: %s: %w", path, err)
+	}
+	return a.DeniesGroup(gid), nil
+}
+
+// fgetACL returns fd's access ACL xattr verbatim; ok is false when the file
+// has none.
+func fgetACL(fd int) (b []byte, ok bool, err error) {
+	return getACL(func(buf []byte) (int, error) { return unix.Fgetxattr(fd, aclXattr, buf) })
+}
+
+func getACL(get func([]byte) (int, error)) ([]byte, bool, error) {
+	// Most ACLs are a handful of entries; ERANGE (it grew between the size
+	// query and the read) retries with the size the kernel now reports.
+	buf := make([]byte, 256)
+	for {
+		n, err := get(buf)
+		switch {
+		case err == nil:
+			return buf[:n], true, nil
+		case errors.Is(err, unix.ENODATA):
+			return nil, false, nil
+		case !errors.Is(err, unix.ERANGE):
+			return nil, false, err
 		}
+		if n, err = get(nil); err != nil {
+			if errors.Is(err, unix.ENODATA) {
+				return nil, false, nil
+			}
+			return nil, false, err
+		}
+		if n > xattrMax {
+			return nil, false, fmt.Errorf("%s of %d bytes: %w", aclXattr, n, unix.E2BIG)
+		}
+		buf = make([]byte, n)
 	}
-	return false, nil
+}
+
+// fsetACL writes b as fd's access ACL, or removes the ACL when absent; a
+// removal that finds none is not an error.
+func fsetACL(fd int, b []byte, absent bool) error {
+	if absent {
+		if err := unix.Fremovexattr(fd, aclXattr); err != nil && !errors.Is(err, unix.ENODATA) {
+			return err
+		}
+		return nil
+	}
+	return unix.Fsetxattr(fd, aclXattr, b, 0)
 }

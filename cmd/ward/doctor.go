@@ -202,22 +202,18 @@ func checkQuota(cfg *config.Config) checkResult {
 	return checkResult{"OK", "quota", "backend " + cfg.Quota.Backend + " (the agent verifies enforcement at start)", ""}
 }
 
+// checkACLs looks at the deny list's targets — symlinks followed, each
+// inode once — since an entry on a symlink's name would mean nothing.
 func checkACLs(cfg *config.Config) checkResult {
-	var drift, absent []string
-	for _, p := range cfg.ACL.Deny {
-		ok, err := acl.DeniesGroup(p, uint32(cfg.Users.GID))
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			absent = append(absent, p)
-		case err != nil || !ok:
-			drift = append(drift, p)
-		}
+	st, err := acl.CheckDeny(cfg.ACL.Deny, uint32(cfg.Users.GID))
+	if err != nil {
+		return checkResult{"FAIL", "acl", err.Error(), "fix or remove the path in acl.deny"}
 	}
-	present := len(cfg.ACL.Deny) - len(absent)
-	if len(drift) > 0 {
-		return checkResult{"FAIL", "acl", fmt.Sprintf("%d of %d present deny-list paths lack the group:%s:--- entry: %s", len(drift), present, cfg.Users.Group, strings.Join(first(drift, 5), " ")), "ward setup"}
+	present := len(st.Denied) + len(st.Drift)
+	if len(st.Drift) > 0 {
+		return checkResult{"FAIL", "acl", fmt.Sprintf("%d of %d deny-list targets lack the group:%s:--- entry: %s", len(st.Drift), present, cfg.Users.Group, strings.Join(first(st.Drift, 5), " ")), "ward setup"}
 	}
-	return checkResult{"OK", "acl", fmt.Sprintf("%d deny-list paths denied to %s (%d not installed)", present, cfg.Users.Group, len(absent)), ""}
+	return checkResult{"OK", "acl", fmt.Sprintf("%d deny-list targets denied to %s (%d paths not installed)", present, cfg.Users.Group, len(st.Absent)), ""}
 }
 
 func checkNATS(cfg *config.Config) checkResult {

@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"limit":   {"change a running instance's limits", runLimit},
 	"events":  {"stream instance events", runEvents},
 	"doctor":  {"check this host", runDoctor},
+	"setup":   {"create the pool's group and users, apply the ACL deny list", runSetup},
 	"version": {"print version information", runVersion},
 }
 

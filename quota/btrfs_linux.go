@@ -79,7 +79,11 @@ func (b *btrfsBackend) limitNew(pfd int, name string, limitBytes int64) (uint64,
 	// EEXIST can only be a group leaked by a crash between its creation
 	// and its subvolume's removal; the assignment and limit below make it
 	// this subvolume's.
-	if err := qgroupCreate(pfd, group, true); err != nil && !errors.Is(err, unix.EEXIST) {
+	err = qgroupCreate(pfd, group, true)
+	if errors.Is(err, unix.ENOTCONN) {
+		return id, fmt.Errorf("create qgroup %s: btrfs quotas are off (`ward setup` turns them on): %w", qgroupString(group), err)
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return id, fmt.Errorf("create qgroup %s: %w", qgroupString(group), err)
 	}
 	if err := qgroupAssign(pfd, qgroupID(0, id), group, true); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -208,6 +212,9 @@ func teardownOnce(pfd int, name string, id uint64) error {
 	var nested []uint64
 	if id != 0 {
 		fd, err := openDirAt(pfd, name)
+		if errors.Is(err, unix.ENOENT) {
+			return nil // removed meanwhile, by a concurrent Remove
+		}
 		if err != nil {
 			return err
 		}

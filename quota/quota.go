@@ -29,8 +29,9 @@ type Backend interface {
 	Create(t Target, limitBytes int64) error
 	// SetLimit changes the limit of a directory made by Create, live.
 	SetLimit(t Target, limitBytes int64) error
-	// Usage is the number of bytes charged to the target. Backends that
-	// do not measure it return ErrNoUsage.
+	// Usage is the number of bytes charged to the target, as the
+	// filesystem last accounted it (btrfs: at its last commit, every 30 s
+	// by default). Backends that do not measure it return ErrNoUsage.
 	Usage(t Target) (int64, error)
 	// Remove deletes t.Dir with everything in it and drops its quota. A
 	// missing directory is not an error, so Remove can simply be called

@@ -12,20 +12,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// PrepareDir creates an instance directory with logs/stdout.log and
-// logs/stderr.log, owned by uid:gid, mode 0700 (no other instance — all
-// share gid — can read it), and returns the two log files open for
-// appending.
+// PrepareDir fills a new instance directory — made empty, root-owned and
+// mode 0700 by the disk quota backend — with logs/stdout.log and
+// logs/stderr.log, hands it to uid:gid (no other instance — all share gid —
+// can read it), and returns the two log files open for appending. On
+// failure the directory is left for the caller to remove with its quota.
 //
 // Everything is created by root and handed to the instance only at the
 // end, directories last: a process of an earlier holder of the uid could
 // otherwise plant a symlink in the directory between its chown and the
-// opening of a log, and have root open (and chown) any file. An existing
-// directory is an error for the same reason.
+// opening of a log, and have root open (and chown) any file. For the same
+// reason anything but a directory of root's is refused.
 func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("acl: instance dir: %w", err)
-	}
 	defer func() {
 		if err != nil {
 			if stdout != nil {
@@ -35,10 +33,16 @@ func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
 				stderr.Close()
 			}
 			stdout, stderr = nil, nil
-			os.RemoveAll(dir)
 			err = fmt.Errorf("acl: instance dir: %w", err)
 		}
 	}()
+	var st unix.Stat_t
+	if err = unix.Lstat(dir, &st); err != nil {
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() {
+		return nil, nil, fmt.Errorf("%s is not a new directory of ours", dir)
+	}
 	logs := filepath.Join(dir, "logs")
 	if err = os.Mkdir(logs, 0o700); err != nil {
 		return
@@ -55,7 +59,7 @@ func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
 	if err = os.Chown(dir, uid, gid); err != nil {
 		return
 	}
-	// Mkdir's mode is filtered by the umask; the contract is 0700.
+	// Whatever made it, the contract is 0700.
 	err = os.Chmod(dir, 0o700)
 	return
 }

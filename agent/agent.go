@@ -19,6 +19,7 @@ import (
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/outbox"
+	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -53,6 +54,7 @@ type Agent struct {
 	defaults   Limits
 	retention  time.Duration
 	instDir    string
+	quota      quota.Backend
 	lockFile   *os.File
 	parentLock *os.File
 
@@ -106,7 +108,7 @@ func New(opts Options) (*Agent, error) {
 		unowned:   make(map[string]int),
 		uids:      acl.NewUIDPool(cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.Group, uint32(cfg.Users.GID)),
 		ports:     lease.New(cfg.Ports.Min, cfg.Ports.Max),
-		instDir:   filepath.Join(cfg.StateDir, "instances"),
+		instDir:   instancesDir(cfg),
 		store:     &store{dir: filepath.Join(cfg.StateDir, "records")},
 		defaults: Limits{
 			MemoryBytes:   i64(cfg.Defaults.MemoryBytes),
@@ -146,8 +148,19 @@ func New(opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
-	if err := checkTraversable(cfg.StateDir); err != nil {
+	if err := checkTraversable("state_dir", cfg.StateDir); err != nil {
 		return nil, err
+	}
+	if err := checkTraversable("quota.path", a.instDir); err != nil {
+		return nil, err
+	}
+	// A backend that would not enforce is found now, not by a tenant
+	// filling the disk.
+	if a.quota, err = quota.New(cfg.Quota.Backend, a.instDir); err != nil {
+		return nil, fmt.Errorf("agent: quota.backend: %w", err)
+	}
+	if err := a.quota.Verify(); err != nil {
+		return nil, fmt.Errorf("agent: quota.backend %s on %s: %w", cfg.Quota.Backend, a.instDir, err)
 	}
 	if err := a.lock(); err != nil {
 		return nil, err
@@ -172,6 +185,15 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: reconcile: %w", err)
 	}
 	return a, nil
+}
+
+// instancesDir is where instance directories live: under quota.path when
+// the quota filesystem is not the state dir's.
+func instancesDir(cfg *config.Config) string {
+	if cfg.Quota.Path != "" {
+		return filepath.Join(cfg.Quota.Path, "instances")
+	}
+	return filepath.Join(cfg.StateDir, "instances")
 }
 
 // lock makes sure one agent at a time owns the state dir: two would each
@@ -283,14 +305,14 @@ func (a *Agent) cgroupName(spec *Request) string {
 // checkTraversable fails unless every ancestor of dir lets others search
 // it: pool users reach their instance dirs through it, and would fail
 // their very first chdir with a puzzling "permission denied".
-func checkTraversable(dir string) error {
+func checkTraversable(field, dir string) error {
 	for d := dir; ; d = filepath.Dir(d) {
 		st, err := os.Stat(d)
 		if err != nil {
-			return fmt.Errorf("agent: state_dir: %w", err)
+			return fmt.Errorf("agent: %s: %w", field, err)
 		}
 		if st.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("agent: state_dir: %s (mode %04o) is not searchable by pool users; chmod o+x it or move state_dir", d, st.Mode().Perm())
+			return fmt.Errorf("agent: %s: %s (mode %04o) is not searchable by pool users; chmod o+x it or move %s", field, d, st.Mode().Perm(), field)
 		}
 		if d == "/" || d == "." {
 			return nil

@@ -68,6 +68,10 @@ func (a *Agent) snapshot(in *instance, usage bool) *Instance {
 			inst.Usage.Pids = &st.Pids
 			inst.Usage.CPUPct = in.cpu.pct(st.CPUUsage, time.Now(), rec.StartedAt)
 		}
+		if n, err := a.quota.Usage(a.quotaTarget(rec)); err == nil && n >= 0 {
+			disk := uint64(n)
+			inst.Usage.DiskBytes = &disk
+		}
 	}
 	return inst
 }

@@ -41,6 +41,12 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 		a.restoreLimits(in, old)
 		return nil, invalid("limits", "the kernel refused: %v", err)
 	}
+	if *next.DiskBytes != *old.DiskBytes {
+		if err := a.quota.SetLimit(a.quotaTarget(&in.rec), *next.DiskBytes); err != nil {
+			a.restoreLimits(in, old)
+			return nil, invalid("limits.disk_bytes", "the %s quota refused: %v", a.quota.Name(), err)
+		}
+	}
 	in.mu.Lock()
 	in.rec.Limits = next
 	in.mu.Unlock()
@@ -59,5 +65,8 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 func (a *Agent) restoreLimits(in *instance, old Limits) {
 	if err := in.group.Update(resources(old)); err != nil {
 		a.log.Error("limit: restore old limits", "id", in.id, "err", err)
+	}
+	if err := a.quota.SetLimit(a.quotaTarget(&in.rec), *old.DiskBytes); err != nil {
+		a.log.Error("limit: restore old disk limit", "id", in.id, "err", err)
 	}
 }

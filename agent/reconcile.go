@@ -12,6 +12,7 @@ import (
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -192,7 +193,7 @@ func (a *Agent) scanLeaks(startup bool) {
 		if a.sightings(key, startup) {
 			p := a.instDir + "/" + n
 			a.log.Warn("leak scan: removing unowned instance dir", "dir", p)
-			if err := acl.RemoveDir(p); err != nil {
+			if err := a.quota.Remove(quota.Target{Dir: p, UID: ownerUID(p)}); err != nil {
 				a.log.Error("leak scan: remove dir", "dir", p, "err", err)
 			}
 		}
@@ -204,6 +205,16 @@ func (a *Agent) scanLeaks(startup bool) {
 		}
 	}
 	a.mu.Unlock()
+}
+
+// ownerUID is the uid owning dir: for a leaked instance directory, the uid
+// its quota (project and user backends) is kept under.
+func ownerUID(dir string) uint32 {
+	var st unix.Stat_t
+	if unix.Lstat(dir, &st) != nil {
+		return 0
+	}
+	return st.Uid
 }
 
 // sightings counts one more scan that found key unowned and says whether it

@@ -16,6 +16,7 @@ import (
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -235,9 +236,18 @@ func (a *Agent) create(in *instance) error {
 	return nil
 }
 
-// prepareDir makes the instance's directory and opens its log files.
+// prepareDir makes the instance's directory, with its disk quota in force,
+// and opens its log files. A failure leaves the directory to rollbackStart.
 func (a *Agent) prepareDir(rec *record) (stdout, stderr *os.File, err error) {
+	if err := a.quota.Create(a.quotaTarget(rec), *rec.Limits.DiskBytes); err != nil {
+		return nil, nil, err
+	}
 	return acl.PrepareDir(rec.Dir, rec.UID, a.cfg.Users.GID)
+}
+
+// quotaTarget names an instance's directory and uid to the quota backend.
+func (a *Agent) quotaTarget(rec *record) quota.Target {
+	return quota.Target{Dir: rec.Dir, UID: uint32(rec.UID)}
 }
 
 func closeAll(files ...*os.File) {
@@ -290,7 +300,7 @@ func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	if in.proc != nil {
 		<-in.proc.Done()
 	}
-	if err := acl.RemoveDir(rec.Dir); err != nil {
+	if err := a.quota.Remove(a.quotaTarget(rec)); err != nil {
 		a.log.Error("rollback: remove dir", "id", rec.Spec.ID, "err", err)
 	}
 	if err := a.store.remove(rec.Spec.ID); err != nil {

@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -170,14 +169,15 @@ func (a *Agent) release(in *instance) error {
 	// dying in the group can create a file while the directory is being
 	// removed; once the group is gone a second pass finds nothing new.
 	dirErr := make(chan error, 1)
-	go func() { dirErr <- acl.RemoveDir(rec.Dir) }()
+	target := a.quotaTarget(rec)
+	go func() { dirErr <- a.quota.Remove(target) }()
 	if err := remove(); err != nil {
 		<-dirErr
 		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
 	}
 	crashpoint("release:cgroup")
 	if err := <-dirErr; err != nil {
-		if err := acl.RemoveDir(rec.Dir); err != nil {
+		if err := a.quota.Remove(target); err != nil {
 			return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
 		}
 	}

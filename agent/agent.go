@@ -18,6 +18,7 @@ import (
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/oom"
 	"github.com/hostward/ward/outbox"
 	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
@@ -55,6 +56,10 @@ type Agent struct {
 	retention  time.Duration
 	instDir    string
 	quota      quota.Backend
+	oom        *oom.Watcher
+	// oomLatency, when set (benchmarks), is told how long each OOM kill
+	// took from the kernel's notification to the oom_killed event.
+	oomLatency func(time.Duration)
 	lockFile   *os.File
 	parentLock *os.File
 
@@ -80,7 +85,8 @@ type instance struct {
 	proc    *spawn.Process
 	group   *cgroup.Group
 	cpu     cpuTracker
-	oomKill bool // the agent killed the instance because it ran out of memory
+	oomKill bool      // the agent killed the instance because it ran out of memory
+	oomAt   time.Time // when the kernel's OOM notification was read
 }
 
 // New prepares the agent: it takes the state directory's lock, checks the
@@ -180,6 +186,10 @@ func New(opts Options) (*Agent, error) {
 		a.lockFile.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if a.oom, err = oom.NewWatcher(a.cg.Mode(), a.onMemoryEvent); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	if err := a.reconcile(); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("agent: reconcile: %w", err)
@@ -215,6 +225,9 @@ func (a *Agent) lock() error {
 // Close releases the agent's lock. Instances keep running: a later agent
 // re-adopts them.
 func (a *Agent) Close() error {
+	if a.oom != nil {
+		a.oom.Close()
+	}
 	if a.parentLock != nil {
 		a.parentLock.Close()
 	}

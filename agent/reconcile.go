@@ -12,6 +12,7 @@ import (
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
+	"github.com/hostward/ward/oom"
 	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
 )
@@ -95,6 +96,21 @@ func (a *Agent) recover(rec *record) error {
 			// never acknowledged: the record wins.
 			if err := g.Update(resources(rec.Limits)); err != nil {
 				log.Warn("reconcile: re-applying limits", "err", err)
+			}
+			kills, err := oom.OOMKills(a.cg.Mode(), g.MemoryDir())
+			if err != nil {
+				log.Warn("reconcile: reading the OOM counter", "err", err)
+			}
+			if kills > 0 && a.cfg.OOM.Policy == "kill" {
+				// Under policy kill any OOM ends the instance: this one
+				// came while nobody watched.
+				log.Warn("reconcile: instance ran out of memory while the agent was down: killing it", "oom_kills", kills)
+				in.oomKill, in.oomAt = true, time.Now()
+				if err := g.KillAll(); err != nil {
+					log.Error("reconcile: oom kill", "err", err)
+				}
+			} else if err := a.watchMemory(in, g.MemoryDir(), kills); err != nil {
+				log.Error("reconcile: OOM watch; this instance's OOMs will be seen only when it ends", "err", err)
 			}
 			a.watch(in)
 			log.Info("reconcile: re-adopted", "pid", rec.PID)

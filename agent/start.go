@@ -178,6 +178,12 @@ func (a *Agent) create(in *instance) error {
 	go func() {
 		var err error
 		g, err = a.cg.Create(rec.Cgroup, resources(rec.Limits))
+		if err == nil {
+			if werr := a.watchMemory(in, g.MemoryDir(), 0); werr != nil {
+				g.Remove()
+				err = fmt.Errorf("oom watcher: %w", werr)
+			}
+		}
 		cgErr <- err
 	}()
 	stdout, stderr, dirErr := a.prepareDir(rec)
@@ -287,6 +293,7 @@ func (a *Agent) environ(rec *record) []string {
 // can own it, names are unique among live records.
 func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	rec := &in.rec
+	a.unwatchMemory(in)
 	var err error
 	switch {
 	case in.group != nil:

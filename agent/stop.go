@@ -161,6 +161,9 @@ func (a *Agent) release(in *instance) error {
 	if done {
 		return nil
 	}
+	// The group goes: its notifications are of no more use, and an rmdir
+	// under a live registration would only be reported back as a removal.
+	a.unwatchMemory(in)
 	remove := func() error { return a.cg.Remove(rec.Cgroup) }
 	if g := in.group; g != nil {
 		remove = g.Remove
@@ -239,6 +242,12 @@ func (a *Agent) watch(in *instance) {
 		inst := a.snapshot(in, false)
 		a.log.Info("instance ended", "id", in.id, "state", state, "reason", reason)
 		a.emit(in, eventKind(state), reason, inst.ExitCode)
+		if killedForOOM && a.oomLatency != nil {
+			in.mu.Lock()
+			at := in.oomAt
+			in.mu.Unlock()
+			a.oomLatency(time.Since(at))
+		}
 	}()
 }
 

@@ -293,24 +293,36 @@ func TestContainCPUMillicoresCap(t *testing.T) {
 		t.Fatalf("capped: cfs quota %s / period %s, want 25000 / 100000", q, p)
 	}
 	time.Sleep(500 * time.Millisecond)
-	throttled0 := capped.cgroupUint("cpu", "cpu.stat", "nr_throttled")
-	c0, n0 := capped.cpuSample(), neighbour.cpuSample()
-	time.Sleep(cpuWindow)
-	c1, n1 := capped.cpuSample(), neighbour.cpuSample()
-	throttled1 := capped.cgroupUint("cpu", "cpu.stat", "nr_throttled")
+	// The cap is an upper bound: other load on the core can only push the
+	// instance below it. A window in which the pair did not get the whole
+	// core (something foreign ran there) cannot show the cap holding at 25 %
+	// and is measured again, at most three times.
+	for attempt := 1; ; attempt++ {
+		throttled0 := capped.cgroupUint("cpu", "cpu.stat", "nr_throttled")
+		c0, n0 := capped.cpuSample(), neighbour.cpuSample()
+		time.Sleep(cpuWindow)
+		c1, n1 := capped.cpuSample(), neighbour.cpuSample()
+		throttled1 := capped.cgroupUint("cpu", "cpu.stat", "nr_throttled")
 
-	dc, dcOn := cpuDelta(c0, c1, cpu)
-	dn, dnOn := cpuDelta(n0, n1, cpu)
-	checkPinned(t, capped, dc, dcOn, cpu)
-	checkPinned(t, neighbour, dn, dnOn, cpu)
-	pct := 100 * dc / float64(c1.at.Sub(c0.at).Nanoseconds())
-	npct := 100 * dn / float64(n1.at.Sub(n0.at).Nanoseconds())
-	t.Logf("over %v: capped %.1f%% of a core (throttled %d times), neighbour %.1f%%", cpuWindow, pct, throttled1-throttled0, npct)
-	if pct < 20 || pct > 30 {
-		t.Errorf("capped instance used %.1f%% of a core, want 25 ± 5%%", pct)
-	}
-	if throttled1 == throttled0 {
-		t.Errorf("capped: nr_throttled did not rise: the quota never applied")
+		dc, dcOn := cpuDelta(c0, c1, cpu)
+		dn, dnOn := cpuDelta(n0, n1, cpu)
+		checkPinned(t, capped, dc, dcOn, cpu)
+		checkPinned(t, neighbour, dn, dnOn, cpu)
+		pct := 100 * dc / float64(c1.at.Sub(c0.at).Nanoseconds())
+		npct := 100 * dn / float64(n1.at.Sub(n0.at).Nanoseconds())
+		t.Logf("over %v: capped %.1f%% of a core (throttled %d times), neighbour %.1f%%", cpuWindow, pct, throttled1-throttled0, npct)
+		if pct > 30 {
+			t.Fatalf("capped instance used %.1f%% of a core, over its 25 ± 5%% cap", pct)
+		}
+		if throttled1 == throttled0 {
+			t.Fatalf("capped: nr_throttled did not rise: the quota never applied")
+		}
+		if pct >= 20 {
+			break
+		}
+		if pct+npct >= 90 || attempt == 3 {
+			t.Fatalf("capped instance used %.1f%% of a core, want 25 ± 5%% (the pair had %.0f%% of the core)", pct, pct+npct)
+		}
 	}
 	capped.mustRun()
 	neighbour.mustRun()

@@ -42,7 +42,17 @@ type tenancy struct {
 
 func newTenancy(t *testing.T) *tenancy {
 	t.Helper()
+	return newTenancyWith(t, nil)
+}
+
+// newTenancyWith is newTenancy with the agent's configuration changed by
+// mutate first.
+func newTenancyWith(t *testing.T, mutate func(*config.Config)) *tenancy {
+	t.Helper()
 	cfg := testagent.Config(t, containUIDMin)
+	if mutate != nil {
+		mutate(cfg)
+	}
 	ty := &tenancy{t: t, cfg: cfg, a: testagent.New(t, cfg)}
 	// Runs before testagent stops the instances (cleanups run last in,
 	// first out): a failed test shows every tenant as it was.

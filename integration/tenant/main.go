@@ -99,6 +99,7 @@ func usage() {
 type common struct {
 	name        string
 	await, stay bool
+	out         string // -out: also append result lines here
 	usr1, term  chan os.Signal
 }
 
@@ -107,6 +108,7 @@ func (c *common) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("tenant "+c.name, flag.ContinueOnError)
 	fs.BoolVar(&c.await, "await", false, "wait for SIGUSR1 before acting")
 	fs.BoolVar(&c.stay, "stay", false, "stay alive after the result, until SIGTERM")
+	fs.StringVar(&c.out, "out", "", "also append result lines to this file (stdout may be on a full quota)")
 	return fs
 }
 
@@ -171,5 +173,13 @@ func (c *common) emit(phase string, v any) error {
 	}
 	line = append(line, '\n')
 	_, err = os.Stdout.Write(line)
+	if c.out != "" {
+		f, ferr := os.OpenFile(c.out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if ferr != nil {
+			return ferr
+		}
+		defer f.Close()
+		_, err = f.Write(line) // the file's answer is the one that counts
+	}
 	return err
 }

@@ -1,0 +1,143 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/btrfstest"
+	"github.com/hostward/ward/quota"
+)
+
+type fillResult struct {
+	PID    int    `json:"pid"`
+	Bytes  int64  `json:"bytes"`
+	Op     string `json:"op"`
+	Errno  string `json:"errno"`
+	Capped bool   `json:"capped"`
+}
+
+const mib = 1 << 20
+
+// within5 reports whether got is within 5 % of want.
+func within5(got, want int64) bool { return got >= want*95/100 && got <= want*105/100 }
+
+// TestContainDiskFill fills an instance's directory on a btrfs quota: the
+// writes stop with EDQUOT within 5 % of the limit, the neighbour still
+// writes, usage.disk_bytes reports the fill, and a limit raised live lets
+// the same instance write up to the new limit.
+func TestContainDiskFill(t *testing.T) {
+	mnt := btrfstest.Mount(t, "commit=1")
+	if err := quota.EnableBtrfsQuota(mnt); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(mnt, 0o711)
+	ty := newTenancyWith(t, func(c *config.Config) {
+		c.Quota.Backend = "btrfs"
+		c.Quota.Path = mnt
+	})
+	const limit = 20 * mib
+	neighbour := ty.start("neighbour", agent.Limits{DiskBytes: i64(limit)}, "fill", "-await", "-max", "8388608", "-stay")
+	neighbour.result(phaseAwaiting, nil)
+
+	// The filler's log is inside its full quota: its results go to a file
+	// outside it too.
+	outDir, err := os.MkdirTemp("/var/lib", "ward-fill-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(outDir) })
+	os.Chmod(outDir, 0o777)
+	out := filepath.Join(outDir, "results")
+	results := &outFile{t: t, path: out}
+	filler := ty.start("filler", agent.Limits{DiskBytes: i64(limit)}, "exec", "-stay", "--", "/bin/sh", "-c",
+		"mkdir more && "+tenantBin+" fill -out "+out+"; "+tenantBin+" fill -await -out "+out+" -dir more")
+	var first fillResult
+	results.next(phaseDone, &first)
+	if first.Errno != "EDQUOT" || !within5(first.Bytes, limit) {
+		t.Fatalf("fill under a %d-byte quota: %+v, want EDQUOT within 5 %%", limit, first)
+	}
+
+	neighbour.signal(syscall.SIGUSR1)
+	var nb fillResult
+	neighbour.result(phaseDone, &nb)
+	if !nb.Capped || nb.Bytes != 8*mib {
+		t.Fatalf("neighbour: %+v, want 8 MiB written without an error", nb)
+	}
+
+	// Usage is the filesystem's accounting, current as of its last commit
+	// (every second on this mount).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		in := filler.info()
+		if in.Usage.DiskBytes != nil && within5(int64(*in.Usage.DiskBytes), limit) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage.disk_bytes %v, want about %d", ptrString(in.Usage.DiskBytes), limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	in, err := ty.a.Limit(context.Background(), agent.LimitRequest{ID: filler.inst.ID, Limits: agent.Limits{DiskBytes: i64(2 * limit)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *in.Limits.DiskBytes != 2*limit {
+		t.Fatalf("limit: disk_bytes %d", *in.Limits.DiskBytes)
+	}
+	var waiting fillResult
+	results.next(phaseAwaiting, &waiting)
+	if err := syscall.Kill(waiting.PID, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var second fillResult
+	results.next(phaseDone, &second)
+	if second.Errno != "EDQUOT" || !within5(first.Bytes+second.Bytes, 2*limit) {
+		t.Fatalf("after raising the quota to %d: %+v (first fill %d bytes), want EDQUOT near the new limit", 2*limit, second, first.Bytes)
+	}
+	neighbour.mustRun()
+	ty.answers()
+}
+
+// outFile reads the result lines a tenant appends to an -out file.
+type outFile struct {
+	t    *testing.T
+	path string
+	seen int
+}
+
+// next waits for the next line of the given phase and decodes it into v.
+func (o *outFile) next(phase string, v any) {
+	o.t.Helper()
+	deadline := time.Now().Add(resultTimeout)
+	for {
+		b, _ := os.ReadFile(o.path)
+		lines := strings.Split(string(b), "\n")
+		for ; o.seen < len(lines)-1; o.seen++ {
+			var h struct {
+				Phase string `json:"phase"`
+			}
+			l := lines[o.seen]
+			if json.Unmarshal([]byte(l), &h) == nil && h.Phase == phase {
+				o.seen++
+				o.t.Logf("result: %s", l)
+				if err := json.Unmarshal([]byte(l), v); err != nil {
+					o.t.Fatal(err)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			o.t.Fatalf("no %q line in %s: %q", phase, o.path, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -43,20 +43,20 @@ type Options struct {
 // Agent runs the instances of one host. Its methods are the API both
 // transports serve; each is safe for concurrent use.
 type Agent struct {
-	cfg        *config.Config
-	log        *slog.Logger
-	cg         *cgroup.Manager
-	uids       *acl.UIDPool
-	ports      *lease.Pool
-	store      *store
-	events     *Broker
-	outbox     *outbox.Outbox
-	host       hostInfo
-	defaults   Limits
-	retention  time.Duration
-	instDir    string
-	quota      quota.Backend
-	oom        *oom.Watcher
+	cfg       *config.Config
+	log       *slog.Logger
+	cg        *cgroup.Manager
+	uids      *acl.UIDPool
+	ports     *lease.Pool
+	store     *store
+	events    *Broker
+	outbox    *outbox.Outbox
+	host      hostInfo
+	defaults  Limits
+	retention time.Duration
+	instDir   string
+	quota     quota.Backend
+	oom       *oom.Watcher
 	// oomLatency, when set (benchmarks), is told how long each OOM kill
 	// took from the kernel's notification to the oom_killed event.
 	oomLatency func(time.Duration)

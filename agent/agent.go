@@ -114,7 +114,7 @@ func New(opts Options) (*Agent, error) {
 		unowned:   make(map[string]int),
 		uids:      acl.NewUIDPool(cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.Group, uint32(cfg.Users.GID)),
 		ports:     lease.New(cfg.Ports.Min, cfg.Ports.Max),
-		instDir:   instancesDir(cfg),
+		instDir:   cfg.InstancesDir(),
 		store:     &store{dir: filepath.Join(cfg.StateDir, "records")},
 		defaults: Limits{
 			MemoryBytes:   i64(cfg.Defaults.MemoryBytes),
@@ -195,15 +195,6 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: reconcile: %w", err)
 	}
 	return a, nil
-}
-
-// instancesDir is where instance directories live: under quota.path when
-// the quota filesystem is not the state dir's.
-func instancesDir(cfg *config.Config) string {
-	if cfg.Quota.Path != "" {
-		return filepath.Join(cfg.Quota.Path, "instances")
-	}
-	return filepath.Join(cfg.StateDir, "instances")
 }
 
 // lock makes sure one agent at a time owns the state dir: two would each

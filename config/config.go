@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -185,6 +186,15 @@ var defaultDeny = []string{
 	"/usr/bin/curl", "/usr/bin/wget", "/bin/nc", "/usr/bin/nc", "/usr/bin/ncat",
 	"/usr/bin/netcat", "/usr/bin/ssh", "/usr/bin/scp", "/usr/bin/sftp",
 	"/usr/bin/ftp", "/usr/bin/telnet",
+}
+
+// InstancesDir is where instance directories live: <state_dir>/instances,
+// or <quota.path>/instances when the quota filesystem is another one.
+func (c *Config) InstancesDir() string {
+	if c.Quota.Path != "" {
+		return filepath.Join(c.Quota.Path, "instances")
+	}
+	return filepath.Join(c.StateDir, "instances")
 }
 
 // DefaultDeny returns the default acl.deny list. It is a fresh copy, so the

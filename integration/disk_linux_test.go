@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/hostward/ward/agent"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
+	"github.com/hostward/ward/internal/testagent"
 	"github.com/hostward/ward/quota"
 )
 
@@ -140,4 +143,48 @@ func (o *outFile) next(phase string, v any) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestQuotaVerifiedAtStart: an agent configured for btrfs quotas on a
+// filesystem without them refuses to start, saying why; `ward setup` turns
+// them on, after which doctor reports enforcement and the agent starts.
+func TestQuotaVerifiedAtStart(t *testing.T) {
+	mnt := btrfstest.Mount(t, "commit=1")
+	os.Chmod(mnt, 0o711)
+	cfg := testagent.Config(t, containUIDMin)
+	cfg.Quota.Backend, cfg.Quota.Path = "btrfs", mnt
+	_, err := agent.New(agent.Options{Config: cfg})
+	if !errors.Is(err, quota.ErrNotEnforced) || !strings.Contains(err.Error(), "quota.backend btrfs") {
+		t.Fatalf("agent on btrfs without quotas: %v, want a refusal wrapping ErrNotEnforced", err)
+	}
+
+	cfgPath := filepath.Join(filepath.Dir(cfg.StateDir), "ward.yaml")
+	yaml := yamlOf(cfg) + fmt.Sprintf("quota: {backend: btrfs, path: %s}\nacl: {deny: []}\n", mnt)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doctorQuota := func() string {
+		out, _, _ := runWard(t, "doctor", "--config", cfgPath)
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "quota") {
+				return l
+			}
+		}
+		return out
+	}
+	if l := doctorQuota(); !strings.Contains(l, "FAIL") {
+		t.Errorf("doctor before setup: %q, want FAIL", l)
+	}
+	out, errOut, code := runWard(t, "setup", "--config", cfgPath, "--etc-dir", copyEtc(t))
+	if code != 0 || !strings.Contains(out, "backend btrfs enforces on "+mnt) {
+		t.Fatalf("ward setup: code %d\n%s%s", code, out, errOut)
+	}
+	if l := doctorQuota(); !strings.Contains(l, "OK") {
+		t.Errorf("doctor after setup: %q, want OK", l)
+	}
+	a, err := agent.New(agent.Options{Config: cfg})
+	if err != nil {
+		t.Fatalf("agent after ward setup: %v", err)
+	}
+	a.Close()
 }

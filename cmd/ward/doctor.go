@@ -19,6 +19,7 @@ import (
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -199,7 +200,22 @@ func checkQuota(cfg *config.Config) checkResult {
 	if cfg.Quota.Backend == "none" {
 		return checkResult{"WARN", "quota", "backend none: disk limits are recorded but not enforced", "set quota.backend (btrfs, project or user)"}
 	}
-	return checkResult{"OK", "quota", "backend " + cfg.Quota.Backend + " (the agent verifies enforcement at start)", ""}
+	dir := cfg.InstancesDir()
+	b, err := quota.New(cfg.Quota.Backend, dir)
+	if err != nil {
+		return checkResult{"FAIL", "quota", err.Error(), "fix quota.backend / quota.path"}
+	}
+	if os.Geteuid() != 0 {
+		return checkResult{"WARN", "quota", "backend " + cfg.Quota.Backend + ": enforcement not checked (needs root)", "run ward doctor as root"}
+	}
+	// Verify writes a probe into the instances dir, which must exist.
+	if _, err := os.Stat(dir); err != nil {
+		return checkResult{"FAIL", "quota", fmt.Sprintf("backend %s: %v", cfg.Quota.Backend, err), "ward setup"}
+	}
+	if err := b.Verify(); err != nil {
+		return checkResult{"FAIL", "quota", err.Error(), "ward setup (btrfs), or mount with quotas on and run quotaon (xfs, ext4)"}
+	}
+	return checkResult{"OK", "quota", fmt.Sprintf("backend %s enforces limits on %s", cfg.Quota.Backend, dir), ""}
 }
 
 // checkACLs looks at the deny list's targets — symlinks followed, each

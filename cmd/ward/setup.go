@@ -12,6 +12,7 @@ import (
 
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/quota"
 )
 
 // setupEnv is what every setup step works from.
@@ -40,6 +41,7 @@ type setupStep struct {
 var setupSteps = []setupStep{
 	{"accounts", applyAccounts, undoAccounts},
 	{"acl", applyACL, undoACL},
+	{"quota", applyQuota, undoQuota},
 }
 
 func runSetup(args []string, stdout, stderr io.Writer) error {
@@ -195,4 +197,38 @@ func undoACL(e *setupEnv) (string, error) {
 		msg += fmt.Sprintf(", %d skipped: %s", len(rep.Skipped), strings.Join(first(rep.Skipped, 5), ", "))
 	}
 	return msg, nil
+}
+
+// applyQuota makes the configured quota backend enforce on the instances'
+// filesystem where ward can do so itself (btrfs: simple quotas are turned
+// on), then proves it with the backend's own check. XFS and ext4 quotas
+// are mount options and quotaon's business: for them this only checks.
+func applyQuota(e *setupEnv) (string, error) {
+	kind, dir := e.cfg.Quota.Backend, e.cfg.InstancesDir()
+	if kind == "none" {
+		return "backend none: disk limits are recorded, not enforced", nil
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return "", err
+	}
+	if kind == "btrfs" {
+		if err := quota.EnableBtrfsQuota(dir); err != nil {
+			return "", err
+		}
+	}
+	b, err := quota.New(kind, dir)
+	if err != nil {
+		return "", err
+	}
+	if err := b.Verify(); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("backend %s enforces on %s", kind, dir), nil
+}
+
+// undoQuota leaves quotas on: turning them off would lift the limits of
+// every instance on the filesystem, and ward records nothing it would
+// have to put back.
+func undoQuota(e *setupEnv) (string, error) {
+	return "left as is (quotas stay enabled)", nil
 }

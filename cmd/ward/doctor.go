@@ -19,8 +19,8 @@ import (
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
-	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/localapi"
+	"github.com/hostward/ward/quota"
 )
 
 type checkResult struct {

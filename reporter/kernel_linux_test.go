@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 }
 
 func helper(role string) int {
+	if strings.HasPrefix(role, "agent-") {
+		return agentProcess(role)
+	}
 	in := bufio.NewReader(os.Stdin)
 	if _, err := in.ReadString('\n'); err != nil {
 		return 2
@@ -100,11 +103,11 @@ func writeDirect(path string, n int) error {
 // their own, on whichever cgroup version the host runs, and removes them
 // and the parent when the test ends.
 type testGroups struct {
-	t *testing.T
+	t testing.TB
 	m *cgroup.Manager
 }
 
-func newTestGroups(t *testing.T) *testGroups {
+func newTestGroups(t testing.TB) *testGroups {
 	t.Helper()
 	testroot.Require(t)
 	parent := fmt.Sprintf("/ward-reporter-test-%08x", rand.Uint32())

@@ -126,3 +126,22 @@ func TestEncodeLoadTooLarge(t *testing.T) {
 		t.Errorf("host block above the max payload: err = %v", err)
 	}
 }
+
+// BenchmarkEncodeLoad is the cost of rendering a 1,000-instance sample
+// into load messages under the default max payload.
+func BenchmarkEncodeLoad(b *testing.B) {
+	s := fakeSample(1000)
+	b.ReportAllocs()
+	var size int
+	for b.Loop() {
+		msgs, err := EncodeLoad(s, 1, DefaultMaxPayload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = 0
+		for _, m := range msgs {
+			size += len(m)
+		}
+	}
+	b.ReportMetric(float64(size), "bytes")
+}

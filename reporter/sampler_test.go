@@ -3,6 +3,7 @@ package reporter
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,11 +15,11 @@ import (
 // fakeFS copies the v2 group fixture to one directory per name, and the
 // proc fixture, into a temp dir that the test then edits between samples.
 type fakeFS struct {
-	t    *testing.T
+	t    testing.TB
 	root string
 }
 
-func newFakeFS(t *testing.T, groups ...string) *fakeFS {
+func newFakeFS(t testing.TB, groups ...string) *fakeFS {
 	f := &fakeFS{t: t, root: t.TempDir()}
 	for _, g := range groups {
 		f.copyDir("v2", g)
@@ -296,4 +297,30 @@ func TestLookupDuringSample(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// BenchmarkLookup is what an info request pays for an instance's figures
+// once it reads the reporter's snapshot (1,000 instances sampled).
+func BenchmarkLookup(b *testing.B) {
+	f := newFakeFS(b, "a")
+	s, err := NewSampler(SamplerOptions{Mode: cgroup.V2, Weights: defaultWeights, Proc: f.dir("proc")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	list := make([]Instance, 1000)
+	for i := range list {
+		list[i] = Instance{ID: "i" + strconv.Itoa(i), Dirs: []string{f.dir("a")}}
+	}
+	if _, err := s.Sample(list); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, ok := s.Lookup("i500"); !ok {
+				b.Fatal("not found")
+			}
+		}
+	})
 }

@@ -20,10 +20,11 @@ import (
 	"github.com/hostward/ward/internal/testroot"
 )
 
-// roleEnv makes the test binary a helper process: it waits for a line on
-// stdin (sent once it is in its cgroup, so everything it does is charged
-// there), does its job, says "ready" on stdout and then stays until stdin
-// closes or it is killed.
+// roleEnv makes the test binary a helper process: it says "waiting" once
+// its runtime is up, waits for a line on stdin (sent once it is in its
+// cgroup, so that what it does from then on, and only that, is charged
+// there), does its job, says "ready" and then stays until stdin closes or
+// it is killed.
 const roleEnv = "REPORTER_TEST_ROLE"
 
 func TestMain(m *testing.M) {
@@ -37,6 +38,7 @@ func helper(role string) int {
 	if strings.HasPrefix(role, "agent-") {
 		return agentProcess(role)
 	}
+	fmt.Println("waiting")
 	in := bufio.NewReader(os.Stdin)
 	if _, err := in.ReadString('\n'); err != nil {
 		return 2
@@ -134,6 +136,21 @@ func newTestGroups(t testing.TB) *testGroups {
 	return &testGroups{t: t, m: m}
 }
 
+// maxCPUWeight gives the test parent the largest CPU weight, so that on a
+// machine shared with other work a process in it gets a whole core when it
+// wants one. Only the parent needs it: that is where the tree competes
+// with the host's other groups and tasks.
+func (tg *testGroups) maxCPUWeight() {
+	tg.t.Helper()
+	file, v := filepath.Join("/sys/fs/cgroup/cpu", tg.m.Parent(), "cpu.shares"), "262144"
+	if tg.m.Mode() == cgroup.V2 {
+		file, v = filepath.Join("/sys/fs/cgroup", tg.m.Parent(), "cpu.weight"), "10000"
+	}
+	if err := os.WriteFile(file, []byte(v), 0); err != nil {
+		tg.t.Fatal(err)
+	}
+}
+
 func parentDirs(m *cgroup.Manager) []string {
 	if m.Mode() == cgroup.V2 {
 		return []string{filepath.Join("/sys/fs/cgroup", m.Parent())}
@@ -151,6 +168,11 @@ func (tg *testGroups) create(name string, memLimit int64) *cgroup.Group {
 	if memLimit > 0 {
 		res.Memory = &specs.LinuxMemory{Limit: &memLimit}
 	}
+	return tg.createRes(name, res)
+}
+
+func (tg *testGroups) createRes(name string, res *specs.LinuxResources) *cgroup.Group {
+	tg.t.Helper()
 	g, err := tg.m.Create(name, res)
 	if err != nil {
 		tg.t.Fatal(err)
@@ -198,6 +220,12 @@ func start(t *testing.T, g *cgroup.Group, role string, env ...string) *helperPro
 		cmd.Wait()
 	})
 	p := &helperProc{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	// Move it only once its runtime has started: memory that start-up
+	// allocates after the move would be charged to the group, by an amount
+	// that depends on timing (several MiB in a -race binary).
+	if line, err := p.out.ReadString('\n'); err != nil || line != "waiting\n" {
+		t.Fatalf("helper %d: %q, %v", cmd.Process.Pid, line, err)
+	}
 	if err := g.AddProc(cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}

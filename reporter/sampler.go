@@ -184,8 +184,11 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 	s.gen++
 	var errs []error
 
-	out := &Sample{Time: s.now(), byID: make(map[string]int, len(instances))}
-	if err := s.readHost(&out.Host, out.Time); err != nil {
+	now := s.now()
+	// Time is for readers (UTC, like event times); rates use now, whose
+	// monotonic reading is immune to wall-clock steps.
+	out := &Sample{Time: now.UTC(), byID: make(map[string]int, len(instances))}
+	if err := s.readHost(&out.Host, now); err != nil {
 		errs = append(errs, err)
 	}
 

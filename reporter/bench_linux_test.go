@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +128,19 @@ func loadContainerd(mode cgroup.Mode, paths []string) (func() ([]any, error), er
 // elapsed time.
 func BenchmarkSample(b *testing.B) {
 	f := newFleet(b, 1000)
+	// The fixed part of every sample: host CPU, memory, load averages and
+	// the rtnetlink link dump.
+	b.Run("ward/host-only", func(b *testing.B) {
+		s := f.tg.sampler()
+		b.ReportAllocs()
+		c0 := cpuTime()
+		for b.Loop() {
+			if _, err := s.Sample(nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64((cpuTime()-c0).Microseconds())/float64(b.N), "cpu-µs/sample")
+	})
 	for _, n := range []int{10, 100, 1000} {
 		list := f.insts[:n]
 		b.Run(fmt.Sprintf("ward/instances=%d", n), func(b *testing.B) {
@@ -173,6 +187,7 @@ type agentResult struct {
 	CPUPct   float64 `json:"cpu_pct"`   // of one core, over the steady-state run
 	RSS      int64   `json:"rss"`       // VmRSS at the end, bytes
 	HWM      int64   `json:"hwm"`       // VmHWM, bytes
+	Heap     uint64  `json:"heap"`      // Go heap in use at the end, bytes
 	Samples  int     `json:"samples"`   // samples taken in the window
 	Messages int     `json:"messages"`  // load messages published
 	Instance int     `json:"instances"` // instances per sample
@@ -209,6 +224,7 @@ func BenchmarkAgent(b *testing.B) {
 			b.ReportMetric(r.CPUPct, "cpu-%")
 			b.ReportMetric(float64(r.RSS)/(1<<20), "rss-MB")
 			b.ReportMetric(float64(r.HWM)/(1<<20), "peak-rss-MB")
+			b.ReportMetric(float64(r.Heap)/(1<<20), "heap-MB")
 			b.Logf("%s: %+v", impl, r)
 		})
 	}
@@ -339,6 +355,9 @@ func agentProcess(role string) int {
 	nc.Flush()
 	res.Messages = counter.n
 	res.RSS, res.HWM = procStatus("VmRSS:"), procStatus("VmHWM:")
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.Heap = ms.HeapInuse
 	json.NewEncoder(os.Stdout).Encode(res)
 	return 0
 }

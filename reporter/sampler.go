@@ -183,6 +183,16 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 	}
 	s.gen++
 	var errs []error
+	// Instance errors are capped so that a host-wide problem (say, out of
+	// descriptors) reads as a few lines and a count, not thousands.
+	var more int
+	instErr := func(err error) {
+		if len(errs) < maxInstanceErrors {
+			errs = append(errs, err)
+		} else {
+			more++
+		}
+	}
 
 	now := s.now()
 	// Time is for readers (UTC, like event times); rates use now, whose
@@ -198,17 +208,17 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 	for i := range instances {
 		in := &instances[i]
 		if err := s.checkInstance(in); err != nil {
-			errs = append(errs, err)
+			instErr(err)
 			continue
 		}
 		if _, dup := out.byID[in.ID]; dup {
-			errs = append(errs, fmt.Errorf("reporter: instance %q: id: listed twice", in.ID))
+			instErr(fmt.Errorf("reporter: instance %q: id: listed twice", in.ID))
 			continue
 		}
 		is := InstanceSample{ID: in.ID, Name: in.Name, Index: in.Index}
 		gone, err := s.readInstance(in, &is, out.Host.MemTotalBytes)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reporter: instance %q: %w", in.ID, err))
+			instErr(fmt.Errorf("reporter: instance %q: %w", in.ID, err))
 			continue
 		}
 		if gone {
@@ -253,9 +263,15 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 		is.Weight = Weight(is.Load)
 	}
 
+	if more > 0 {
+		errs = append(errs, fmt.Errorf("reporter: %d more instances left out", more))
+	}
 	s.latest.Store(out)
 	return out, errors.Join(errs...)
 }
+
+// maxInstanceErrors is how many instance errors one sample reports in full.
+const maxInstanceErrors = 10
 
 func (s *Sampler) checkInstance(in *Instance) error {
 	if in.ID == "" {

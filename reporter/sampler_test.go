@@ -1,6 +1,7 @@
 package reporter
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -231,6 +232,16 @@ func TestSampleLeavesOutBadInstances(t *testing.T) {
 	}
 	if n := smp.Instances[1]; n.IOReadBps != nil || n.IOWriteBytes != 0 || n.Pids != 7 {
 		t.Errorf("noio: %+v", n)
+	}
+
+	// Many failures read as a few errors and a count.
+	var bad []Instance
+	for i := range 15 {
+		bad = append(bad, Instance{ID: fmt.Sprintf("bad%d", i), Dirs: []string{"rel"}})
+	}
+	_, err = s.Sample(bad)
+	if err == nil || strings.Count(err.Error(), "is not absolute") != maxInstanceErrors || !strings.Contains(err.Error(), "5 more instances left out") {
+		t.Errorf("15 bad instances: %v", err)
 	}
 
 	// A file that is not what the kernel writes is an error naming it.

@@ -123,9 +123,9 @@ func loadContainerd(mode cgroup.Mode, paths []string) (func() ([]any, error), er
 
 // BenchmarkSample is the cost of one sample per instance, with 10, 100
 // and 1,000 instances running: the sampler (ward) against containerd's
-// Stat() of the same groups. cpu-µs/inst is the process's CPU time (user
-// + system, from getrusage) per instance per sample; wall-µs/inst the
-// elapsed time.
+// Stat() of the same groups. cpu-µs/inst is the process's CPU time, user
+// and system, from getrusage, per instance per sample; wall-µs/inst the
+// elapsed time. ward/host-only is the fixed part of every sample.
 func BenchmarkSample(b *testing.B) {
 	f := newFleet(b, 1000)
 	// The fixed part of every sample: host CPU, memory, load averages and

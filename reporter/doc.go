@@ -8,8 +8,8 @@
 // Host (Host):
 //
 //   - cpu_pct: busy share of ALL host CPUs since the previous sample, 0–100
-//     (100 = every core busy). From /proc/stat; busy = user + nice + system
-//   - irq + softirq + steal.
+//     (100 = every core busy). From /proc/stat, where busy is user, nice,
+//     system, irq, softirq and steal time.
 //   - mem_pct: (MemTotal − MemAvailable) / MemTotal × 100, from /proc/meminfo.
 //   - load: the host load score, 0–100 (below).
 //   - cores, mem_total_bytes, mem_available_bytes, loadavg (1/5/15 min), and
@@ -73,9 +73,12 @@
 //
 // # Cost
 //
-// Sampling forks nothing and opens nothing after an instance's first
-// sample: every cgroup and proc file stays open and is re-read with one
-// pread at offset 0 into a reused buffer, and parsed without allocating.
+// Sampling forks nothing and, after an instance's first sample, opens
+// nothing: every cgroup and proc file stays open and is re-read with one
+// pread at offset 0 into a reused buffer, and parsed without allocating
+// (only a file that is absent, such as io.stat without the io controller,
+// is looked for again each time). The link dump reuses one rtnetlink
+// socket.
 // That costs four descriptors per running instance (v1 and v2 alike),
 // released when the instance stops being listed: 1,000 instances need
 // about 4,000, within the hard RLIMIT_NOFILE that Go raises the soft limit

@@ -251,7 +251,7 @@ func TestKernelHost(t *testing.T) {
 	const n = 4 << 20
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		t.Skipf("no loopback to make traffic on: %v", err)
 	}
 	defer ln.Close()
 	got := make(chan int64, 1)

@@ -295,6 +295,11 @@ func (c *Checker) getOnce(ctx context.Context, p *probe) error {
 	req.Header.Set("User-Agent", "ward-health")
 	resp, err := c.client.Do(req)
 	if err != nil {
+		// The client's error repeats method and URL; the reason needs only
+		// what went wrong.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("http GET %s: %w", p.check.Path, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))

@@ -160,16 +160,18 @@ func New(opts Options) (*Agent, error) {
 	if err := checkTraversable("quota.path", a.instDir); err != nil {
 		return nil, err
 	}
+	if err := a.lock(); err != nil {
+		return nil, err
+	}
 	// A backend that would not enforce is found now, not by a tenant
 	// filling the disk.
 	if a.quota, err = quota.New(cfg.Quota.Backend, a.instDir); err != nil {
+		a.lockFile.Close()
 		return nil, fmt.Errorf("agent: quota.backend: %w", err)
 	}
 	if err := a.quota.Verify(); err != nil {
+		a.lockFile.Close()
 		return nil, fmt.Errorf("agent: quota.backend %s on %s: %w", cfg.Quota.Backend, a.instDir, err)
-	}
-	if err := a.lock(); err != nil {
-		return nil, err
 	}
 	if a.outbox, err = outbox.Open(filepath.Join(cfg.StateDir, "outbox")); err != nil {
 		a.lockFile.Close()

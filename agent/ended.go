@@ -16,6 +16,7 @@ import (
 type endFacts struct {
 	known    bool   // the group could be read
 	oomKills uint64 // tasks the kernel killed for the memory limit
+	reported uint64 // of those, the ones already reported (policy notify)
 	peak     uint64 // bytes; 0 when the kernel keeps no peak
 	limit    int64  // bytes, the memory limit in force
 }
@@ -24,27 +25,30 @@ type endFacts struct {
 // in.opMu.
 func (a *Agent) facts(in *instance) endFacts {
 	in.mu.Lock()
-	g, limit := in.group, *in.rec.Limits.MemoryBytes
+	g, limit, reported := in.group, *in.rec.Limits.MemoryBytes, in.rec.OOMKills
 	in.mu.Unlock()
 	if g == nil {
-		return endFacts{limit: limit}
+		return endFacts{limit: limit, reported: reported}
 	}
 	st, err := g.Stats()
 	if err != nil {
-		return endFacts{limit: limit}
+		return endFacts{limit: limit, reported: reported}
 	}
-	return endFacts{known: true, oomKills: st.OOMKills, peak: st.MemoryPeak, limit: limit}
+	return endFacts{known: true, oomKills: st.OOMKills, reported: reported, peak: st.MemoryPeak, limit: limit}
 }
 
 // classifyEnd names the terminal state of an instance whose main process
-// ended on its own. The group is new with the instance, so any OOM kill on
-// its counter happened to this instance. An OOM makes the end oom_killed
-// when the agent killed the instance for it (policy kill), or when the main
-// process died by SIGKILL — the kernel's OOM killer — or in an unknown way
-// while the agent was down; a main process that outlived an OOM kill of a
-// child under policy notify and then exited is an ordinary exit or crash.
-func classifyEnd(e spawn.Exit, f endFacts, killedForOOM bool) (State, string) {
-	if f.oomKills > 0 && (killedForOOM || !e.Known || e.Signal == unix.SIGKILL) {
+// ended on its own. The group is new with the instance, so an OOM kill on
+// its counter beyond those already reported (policy notify) is this
+// instance's and unreported. The end is oom_killed when the agent killed
+// the instance for memory; or, with such a fresh kill, under policy kill
+// (whatever the main process died of: its children's OOM ends it), or when
+// the main process died by SIGKILL — the kernel's OOM killer — or in a way
+// nobody saw (it was re-adopted). Under notify, a main process that outlived
+// a child's OOM and then exited is an ordinary exit or crash.
+func classifyEnd(e spawn.Exit, f endFacts, killedForOOM, policyKill bool) (State, string) {
+	fresh := f.oomKills > f.reported
+	if killedForOOM || fresh && (policyKill || !e.Known || e.Signal == unix.SIGKILL) {
 		return StateOOMKilled, oomReason(f)
 	}
 	return classifyExit(e)

@@ -13,24 +13,29 @@ import (
 
 func TestClassifyEnd(t *testing.T) {
 	oom := endFacts{known: true, oomKills: 2, peak: 1 << 20, limit: 1 << 20}
+	notified := endFacts{known: true, oomKills: 1, reported: 1, limit: 5}
 	for _, c := range []struct {
 		name   string
 		exit   spawn.Exit
 		f      endFacts
 		killed bool
+		kill   bool // policy kill
 		want   State
 		reason string
 	}{
-		{"clean exit", spawn.Exit{Known: true}, endFacts{known: true}, false, StateExited, "main process exited with code 0"},
-		{"crash", spawn.Exit{Known: true, Code: 3}, endFacts{known: true}, false, StateCrashed, "main process exited with code 3"},
-		{"SIGKILL, no OOM", spawn.Exit{Known: true, Signal: unix.SIGKILL}, endFacts{known: true}, false, StateCrashed, "main process killed by signal SIGKILL"},
-		{"kernel OOM-killed main", spawn.Exit{Known: true, Signal: unix.SIGKILL}, oom, false, StateOOMKilled, "out of memory: 1048576 byte limit, peak 1048576 bytes, 2 OOM kills"},
-		{"agent killed for OOM", spawn.Exit{Known: true, Signal: unix.SIGKILL}, oom, true, StateOOMKilled, "out of memory"},
-		{"unknown end after OOM", spawn.Exit{}, endFacts{known: true, oomKills: 1, limit: 5}, false, StateOOMKilled, "out of memory: 5 byte limit, 1 OOM kill"},
-		{"notify: child OOM, main exits 0", spawn.Exit{Known: true}, oom, false, StateExited, "main process exited with code 0"},
-		{"notify: child OOM, main exits 1", spawn.Exit{Known: true, Code: 1}, oom, false, StateCrashed, "main process exited with code 1"},
+		{"clean exit", spawn.Exit{Known: true}, endFacts{known: true}, false, true, StateExited, "main process exited with code 0"},
+		{"crash", spawn.Exit{Known: true, Code: 3}, endFacts{known: true}, false, true, StateCrashed, "main process exited with code 3"},
+		{"SIGKILL, no OOM", spawn.Exit{Known: true, Signal: unix.SIGKILL}, endFacts{known: true}, false, true, StateCrashed, "main process killed by signal SIGKILL"},
+		{"kernel OOM-killed main", spawn.Exit{Known: true, Signal: unix.SIGKILL}, oom, false, false, StateOOMKilled, "out of memory: 1048576 byte limit, peak 1048576 bytes, 2 OOM kills"},
+		{"agent killed for OOM, main died of SIGTERM first", spawn.Exit{Known: true, Signal: unix.SIGTERM}, oom, true, true, StateOOMKilled, "out of memory"},
+		{"policy kill: child OOM, main exited 3 before the kill", spawn.Exit{Known: true, Code: 3}, oom, false, true, StateOOMKilled, "out of memory"},
+		{"unknown end after OOM", spawn.Exit{}, endFacts{known: true, oomKills: 1, limit: 5}, false, false, StateOOMKilled, "out of memory: 5 byte limit, 1 OOM kill"},
+		{"notify: child OOM, main exits 0", spawn.Exit{Known: true}, oom, false, false, StateExited, "main process exited with code 0"},
+		{"notify: child OOM, main exits 1", spawn.Exit{Known: true, Code: 1}, oom, false, false, StateCrashed, "main process exited with code 1"},
+		{"notify: reported OOM, re-adopted main ends", spawn.Exit{}, notified, false, false, StateExited, "main process exited"},
+		{"notify: reported OOM, main SIGKILLed", spawn.Exit{Known: true, Signal: unix.SIGKILL}, notified, false, false, StateCrashed, "main process killed by signal SIGKILL"},
 	} {
-		state, reason := classifyEnd(c.exit, c.f, c.killed)
+		state, reason := classifyEnd(c.exit, c.f, c.killed, c.kill)
 		if state != c.want || !strings.HasPrefix(reason, c.reason) {
 			t.Errorf("%s: got %s %q, want %s %q", c.name, state, reason, c.want, c.reason)
 		}
@@ -66,6 +71,14 @@ func TestStderrTail(t *testing.T) {
 	os.Symlink("/etc/hostname", p)
 	if got := stderrTail(dir, uid); got != "" {
 		t.Errorf("symlink followed: %q", got)
+	}
+	// A FIFO in its place neither blocks the agent nor is read.
+	os.Remove(p)
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := stderrTail(dir, uid); got != "" {
+		t.Errorf("FIFO read: %q", got)
 	}
 	// A short log is read whole, its first line kept.
 	os.Remove(p)

@@ -52,42 +52,76 @@ func (a *Agent) onMemoryEvent(ev oom.Event) {
 	}
 }
 
+// notifyGrace is how long an OOM notice under policy notify waits to see
+// whether the kernel's victim was the main process: then the instance has
+// ended, and its exit watcher reports that instead.
+const notifyGrace = 100 * time.Millisecond
+
+func (a *Agent) policyKill() bool { return a.cfg.OOM.Policy != "notify" }
+
 // handleOOM applies oom.policy to an instance the kernel reports out of
 // memory. kill: the whole instance is killed at once, and its exit watcher
 // records it oom_killed. notify: the kernel killed one task; the instance
-// lives on and an oom_killed event with state running says so.
+// lives on and an oom_killed event with state running says so. Both hold
+// in.opMu: the instance's state does not change under them, and a stop or
+// an exit that got there first owns its end.
 func (a *Agent) handleOOM(in *instance, ev oom.Event) {
-	if a.cfg.OOM.Policy == "notify" {
-		in.mu.Lock()
-		running := in.rec.State == StateRunning
-		if running {
-			in.rec.OOMKills = ev.OOMKills
-		}
-		limit := *in.rec.Limits.MemoryBytes
-		in.mu.Unlock()
-		if running {
-			reason := oomReason(endFacts{oomKills: ev.OOMKills, limit: limit}) + "; the kernel killed one task, oom.policy notify leaves the instance running"
-			a.emit(in, EventOOMKilled, reason, nil)
-		}
-		return
-	}
 	in.opMu.Lock()
 	defer in.opMu.Unlock()
 	in.mu.Lock()
-	live := !in.removed && in.rec.State == StateRunning && in.group != nil
-	if live {
-		in.oomKill = true
-		in.oomAt = ev.Time
-	}
-	g := in.group
+	live := !in.removed && in.rec.State == StateRunning && in.group != nil && ev.OOMKills > in.rec.OOMKills
+	g, proc := in.group, in.proc
 	in.mu.Unlock()
 	if !live {
-		return // a stop, or the exit watcher, owns its end
+		return
 	}
+	if !a.policyKill() {
+		if proc != nil {
+			select {
+			case <-proc.Done():
+				return
+			case <-time.After(notifyGrace):
+			}
+		}
+		a.notifyOOM(in, ev.OOMKills, "")
+		return
+	}
+	in.mu.Lock()
+	in.oomKill, in.oomAt = true, ev.Time
+	in.mu.Unlock()
 	a.log.Warn("instance out of memory: killing it", "id", in.id, "oom_kills", ev.OOMKills)
 	if err := g.KillAll(); err != nil {
 		a.log.Error("oom: kill", "id", in.id, "err", err)
 	}
+}
+
+// notifyOOM records that the instance has had kills OOM kills, all of them
+// now reported, and says so in an oom_killed event with state running.
+// Caller holds in.opMu.
+func (a *Agent) notifyOOM(in *instance, kills uint64, when string) {
+	in.mu.Lock()
+	in.rec.OOMKills = kills
+	limit := *in.rec.Limits.MemoryBytes
+	in.mu.Unlock()
+	// Saved, so that a restart neither reports these kills again nor,
+	// under a policy changed to kill, ends the instance for them.
+	if err := a.store.save(&in.rec); err != nil {
+		a.log.Error("oom: record", "id", in.id, "err", err)
+	}
+	reason := oomReason(endFacts{oomKills: kills, limit: limit}) + when + "; the kernel killed a task, oom.policy notify leaves the instance running"
+	in.mu.Lock()
+	e := Event{
+		Time:     time.Now().UTC(),
+		ID:       in.id,
+		Name:     in.name,
+		Index:    in.index,
+		Kind:     EventOOMKilled,
+		State:    in.rec.State,
+		Reason:   reason,
+		OOMKills: kills,
+	}
+	in.mu.Unlock()
+	a.publish(e)
 }
 
 func (a *Agent) emitPressure(in *instance, level string) {

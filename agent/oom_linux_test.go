@@ -212,10 +212,26 @@ func TestOOMPolicyNotify(t *testing.T) {
 	if ev.Kind != EventOOMKilled || ev.State != StateRunning || !strings.Contains(ev.Reason, "leaves the instance running") {
 		t.Fatalf("event %+v, want oom_killed with state running", ev)
 	}
-	time.Sleep(100 * time.Millisecond)
+	if ev.OOMKills < 1 {
+		t.Errorf("notice without oom_kills: %+v", ev)
+	}
+	time.Sleep(2 * notifyGrace)
 	now, _ := a.Info(context.Background(), InfoRequest{ID: inst.ID})
-	if now.State != StateRunning || *now.PID != *inst.PID {
-		t.Fatalf("instance %s pid %v after a notify OOM; want running, pid %d", now.State, now.PID, *inst.PID)
+	if now.State != StateRunning || *now.PID != *inst.PID || now.OOMKills != ev.OOMKills {
+		t.Fatalf("instance %s pid %v oom_kills %d after a notify OOM; want running, pid %d", now.State, now.PID, now.OOMKills, *inst.PID)
+	}
+	if evs := te.of(inst.ID); len(evs) != 1 {
+		t.Fatalf("events %+v, want the one notice", evs)
+	}
+
+	// When the kernel's victim is the main process, the instance has
+	// ended: one oom_killed event, the terminal one, and no notice.
+	main := mustStart(t, a, Request{Name: "notify-main", Limits: Limits{MemoryBytes: &mem}, Command: sh("exec " + hog)})
+	end := waitState(t, a, main.ID, StateOOMKilled)
+	wantOOMKilled(t, end, mem)
+	time.Sleep(2 * notifyGrace)
+	if evs := te.of(main.ID); len(evs) != 1 || evs[0].State != StateOOMKilled {
+		t.Fatalf("main process OOM-killed under notify: events %+v, want one terminal oom_killed", evs)
 	}
 }
 

@@ -97,20 +97,30 @@ func (a *Agent) recover(rec *record) error {
 			if err := g.Update(resources(rec.Limits)); err != nil {
 				log.Warn("reconcile: re-applying limits", "err", err)
 			}
+			// So does its disk limit.
+			if err := a.quota.SetLimit(a.quotaTarget(rec), *rec.Limits.DiskBytes); err != nil {
+				log.Warn("reconcile: re-applying the disk limit", "err", err)
+			}
 			kills, err := oom.OOMKills(a.cg.Mode(), g.MemoryDir())
 			if err != nil {
 				log.Warn("reconcile: reading the OOM counter", "err", err)
 			}
-			if kills > 0 && a.cfg.OOM.Policy == "kill" {
-				// Under policy kill any OOM ends the instance: this one
+			switch {
+			case kills > rec.OOMKills && a.policyKill():
+				// Under policy kill an OOM ends the instance: this one
 				// came while nobody watched.
 				log.Warn("reconcile: instance ran out of memory while the agent was down: killing it", "oom_kills", kills)
 				in.oomKill, in.oomAt = true, time.Now()
 				if err := g.KillAll(); err != nil {
 					log.Error("reconcile: oom kill", "err", err)
 				}
-			} else if err := a.watchMemory(in, g.MemoryDir(), kills); err != nil {
-				log.Error("reconcile: OOM watch; this instance's OOMs will be seen only when it ends", "err", err)
+			case kills > rec.OOMKills:
+				a.notifyOOM(in, kills, " (while the agent was down)")
+				fallthrough
+			default:
+				if err := a.watchMemory(in, g.MemoryDir(), kills); err != nil {
+					log.Error("reconcile: OOM watch; this instance's OOMs will be seen only when it ends", "err", err)
+				}
 			}
 			a.watch(in)
 			log.Info("reconcile: re-adopted", "pid", rec.PID)
@@ -129,7 +139,7 @@ func (a *Agent) recover(rec *record) error {
 		}
 		// Its cgroup's OOM counter still says whether memory ended it.
 		f := a.facts(in)
-		state, reason := classifyEnd(spawn.Exit{}, f, false)
+		state, reason := classifyEnd(spawn.Exit{}, f, false, a.policyKill())
 		if state == StateExited {
 			reason = "main process exited while the agent was down; exit status unknown"
 		} else {
@@ -209,7 +219,7 @@ func (a *Agent) scanLeaks(startup bool) {
 		if a.sightings(key, startup) {
 			p := a.instDir + "/" + n
 			a.log.Warn("leak scan: removing unowned instance dir", "dir", p)
-			if err := a.quota.Remove(quota.Target{Dir: p, UID: ownerUID(p)}); err != nil {
+			if err := a.removeLeakedDir(p); err != nil {
 				a.log.Error("leak scan: remove dir", "dir", p, "err", err)
 			}
 		}
@@ -223,14 +233,27 @@ func (a *Agent) scanLeaks(startup bool) {
 	a.mu.Unlock()
 }
 
-// ownerUID is the uid owning dir: for a leaked instance directory, the uid
-// its quota (project and user backends) is kept under.
-func ownerUID(dir string) uint32 {
+// removeLeakedDir removes an instance directory no record owns, with its
+// quota. The project and user backends keep a quota under the owner's uid:
+// when that uid is leased again (to a live instance) or unknown (root's: the
+// start failed before handing the directory over), the directory goes but
+// the uid's quota stays as it is — clearing it would lift the live
+// instance's limit.
+func (a *Agent) removeLeakedDir(dir string) error {
 	var st unix.Stat_t
-	if unix.Lstat(dir, &st) != nil {
-		return 0
+	if err := unix.Lstat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
 	}
-	return st.Uid
+	_, leased := a.uids.Leased()[int(st.Uid)]
+	// btrfs keys a quota by its directory (a subvolume): Remove is right
+	// whoever owns it.
+	if a.quota.Name() == "btrfs" || st.Uid != 0 && !leased {
+		return a.quota.Remove(quota.Target{Dir: dir, UID: st.Uid})
+	}
+	return acl.RemoveDir(dir)
 }
 
 // sightings counts one more scan that found key unowned and says whether it

@@ -54,15 +54,25 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 	}
 	crashpoint("stop:recorded")
 	a.terminate(in, timeout)
-	a.noteEnd(in, a.facts(in), StateStopped)
+	// An OOM kill by the agent that this stop overtook (its exit watcher
+	// waits behind the stop) is still the instance's end.
+	in.mu.Lock()
+	killedForOOM := in.oomKill
+	in.mu.Unlock()
+	f := a.facts(in)
+	end, reason := StateStopped, "stopped by request"
+	if killedForOOM {
+		end, reason = StateOOMKilled, oomReason(f)
+	}
+	a.noteEnd(in, f, end)
 	crashpoint("stop:terminated")
 	// "stopping" is on record: a crash from here on is finished by the
 	// next agent, so the final state is written once, after the release.
-	if err := a.finish(in, StateStopped, "stopped by request", false); err != nil {
+	if err := a.finish(in, end, reason, false); err != nil {
 		return nil, internal(err)
 	}
 	inst := a.snapshot(in, false)
-	a.emit(in, EventStopped, inst.Reason, inst.ExitCode)
+	a.emit(in, eventKind(end), inst.Reason, inst.ExitCode)
 	return inst, nil
 }
 
@@ -234,7 +244,7 @@ func (a *Agent) watch(in *instance) {
 		killedForOOM := in.oomKill
 		in.mu.Unlock()
 		f := a.facts(in)
-		state, reason := classifyEnd(p.Exited(), f, killedForOOM)
+		state, reason := classifyEnd(p.Exited(), f, killedForOOM, a.policyKill())
 		a.noteEnd(in, f, state)
 		if err := a.finish(in, state, reason, true); err != nil {
 			a.log.Error("instance exit: release", "id", in.id, "err", err)

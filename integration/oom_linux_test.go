@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/outbox"
 )
 
 // TestOOMWhileAgentDown lets an instance run out of memory while the agent
@@ -63,5 +65,65 @@ func TestOOMWhileAgentDown(t *testing.T) {
 	}
 	if got.MemoryPeakBytes == nil || *got.MemoryPeakBytes < uint64(mem)*9/10 {
 		t.Errorf("memory peak %v, want about the 32 MiB limit", got.MemoryPeakBytes)
+	}
+}
+
+// TestOOMNoticeWhileAgentDown: under oom.policy notify, a child's OOM kill
+// while the agent is dead is reported once by the next agent — an
+// oom_killed event with state running — and never again after that.
+func TestOOMNoticeWhileAgentDown(t *testing.T) {
+	h := newHost(t)
+	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(h.cfg)+"oom: {policy: notify}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start("")
+	mem := int64(32 << 20)
+	inst, err := h.client.Start(context.Background(), agent.Request{
+		Name: "notify", Limits: agent.Limits{MemoryBytes: &mem},
+		Command: []string{"sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; tail /dev/zero; exec sleep 1000"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.kill()
+	if err := os.WriteFile(filepath.Join(inst.Dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	control := filepath.Join("/sys/fs/cgroup/memory", inst.Cgroup, "memory.oom_control")
+	waitFor(t, "the child's OOM kill", func() bool {
+		b, _ := os.ReadFile(control)
+		return strings.Contains(string(b), "oom_kill 1")
+	})
+	notices := func() []agent.Event {
+		t.Helper()
+		ob, err := outbox.Open(filepath.Join(h.cfg.StateDir, "outbox"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var evs []agent.Event
+		for _, it := range ob.Pending(1 << 20) {
+			var e agent.Event
+			if json.Unmarshal(it.Data, &e) == nil && e.ID == inst.ID && e.Kind == agent.EventOOMKilled {
+				evs = append(evs, e)
+			}
+		}
+		return evs
+	}
+	for round := 1; round <= 2; round++ {
+		h.start("")
+		var got agent.Instance
+		for _, in := range h.list() {
+			if in.ID == inst.ID {
+				got = in
+			}
+		}
+		if got.State != agent.StateRunning || got.PID == nil || *got.PID != *inst.PID || got.OOMKills != 1 {
+			t.Fatalf("restart %d: state %s pid %v oom_kills %d; want running, pid %d, 1 kill", round, got.State, got.PID, got.OOMKills, *inst.PID)
+		}
+		h.kill()
+		evs := notices()
+		if len(evs) != 1 || evs[0].State != agent.StateRunning || evs[0].OOMKills != 1 || !strings.Contains(evs[0].Reason, "while the agent was down") {
+			t.Fatalf("restart %d: oom_killed events %+v, want the one notice", round, evs)
+		}
 	}
 }

@@ -304,7 +304,11 @@ const probeLimit = 1 << 20
 func (b *btrfsBackend) probe(sys string) (err error) {
 	stale, _ := filepath.Glob(filepath.Join(b.path, probePrefix+"*"))
 	for _, s := range stale {
-		b.Remove(Target{Dir: s})
+		// Another process's probe may be running right now (ward doctor
+		// beside an agent start): only a dead prober's leftover goes.
+		if probeOwnerGone(s) {
+			b.Remove(Target{Dir: s})
+		}
 	}
 	t := Target{Dir: probeDir(b.path)}
 	if err := b.Create(t, probeLimit); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -515,8 +516,12 @@ func TestBtrfsConcurrentTargets(t *testing.T) {
 
 func TestBtrfsVerify(t *testing.T) {
 	f := newBtrfsFS(t, true)
-	// A probe left by a crash is cleaned up by the next Verify.
-	stale := Target{Dir: filepath.Join(f.mnt, probePrefix+"1-dead")}
+	// A probe left by a crashed prober is cleaned up by the next Verify.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := Target{Dir: filepath.Join(f.mnt, fmt.Sprintf("%s%d-dead", probePrefix, dead.Process.Pid))}
 	if err := f.b.Create(stale, mib); err != nil {
 		t.Fatal(err)
 	}
@@ -533,6 +538,27 @@ func TestBtrfsVerify(t *testing.T) {
 		t.Errorf("subvolumes after Verify: %v", s)
 	}
 	f.waitNoQgroups(t)
+}
+
+// TestBtrfsVerifyConcurrent: two probes at once (ward doctor beside an
+// agent starting) leave each other alone and both pass.
+func TestBtrfsVerifyConcurrent(t *testing.T) {
+	f := newBtrfsFS(t, true)
+	b2, err := New("btrfs", f.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 10; round++ {
+		errs := make(chan error, 2)
+		for _, b := range []Backend{f.b, b2} {
+			go func() { errs <- b.Verify() }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
 }
 
 func TestBtrfsVerifyNotEnforced(t *testing.T) {

@@ -3,9 +3,12 @@ package quota
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +51,17 @@ func probeDir(path string) string {
 	var b [6]byte
 	rand.Read(b[:])
 	return filepath.Join(path, fmt.Sprintf("%s%d-%s", probePrefix, os.Getpid(), hex.EncodeToString(b[:])))
+}
+
+// probeOwnerGone reports whether the process that made the probe dir is
+// no longer alive (its pid is in the name).
+func probeOwnerGone(dir string) bool {
+	rest := strings.TrimPrefix(filepath.Base(dir), probePrefix)
+	pid, err := strconv.Atoi(rest[:max(strings.IndexByte(rest, '-'), 0)])
+	if err != nil || pid <= 0 {
+		return true
+	}
+	return pid != os.Getpid() && errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
 func notEnforced(format string, args ...any) error {

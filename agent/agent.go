@@ -21,6 +21,7 @@ import (
 	"github.com/hostward/ward/oom"
 	"github.com/hostward/ward/outbox"
 	"github.com/hostward/ward/quota"
+	"github.com/hostward/ward/reporter"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -57,6 +58,7 @@ type Agent struct {
 	instDir   string
 	quota     quota.Backend
 	oom       *oom.Watcher
+	sampler   *reporter.Sampler
 	// oomLatency, when set (benchmarks), is told how long each OOM kill
 	// took from the kernel's notification to the oom_killed event.
 	oomLatency func(time.Duration)
@@ -188,6 +190,20 @@ func New(opts Options) (*Agent, error) {
 		a.lockFile.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if a.sampler, err = reporter.NewSampler(reporter.SamplerOptions{Mode: a.cg.Mode(), Weights: cfg.Report.Weights}); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if a.cg.Mode() == cgroup.V1 {
+		// v1 counts IO per group only on disks with a throttle rule.
+		root := opts.CgroupRoot
+		if root == "" {
+			root = "/sys/fs/cgroup"
+		}
+		if _, err := reporter.EnableBlkioAccounting(filepath.Join(root, "blkio", cfg.Cgroup.Parent)); err != nil {
+			a.log.Warn("blkio accounting: instance IO figures may read 0", "err", err)
+		}
+	}
 	if a.oom, err = oom.NewWatcher(a.cg.Mode(), a.onMemoryEvent); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("agent: %w", err)
@@ -220,6 +236,9 @@ func (a *Agent) lock() error {
 func (a *Agent) Close() error {
 	if a.oom != nil {
 		a.oom.Close()
+	}
+	if a.sampler != nil {
+		a.sampler.Close()
 	}
 	if a.parentLock != nil {
 		a.parentLock.Close()

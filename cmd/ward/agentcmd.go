@@ -87,6 +87,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 	pub = bus.NewPublisher(nc, a.Outbox(), cfg.HostID, log)
+	rep, err := a.NewReporter(nc)
+	if err != nil {
+		return err
+	}
 	svc, err := bus.NewService(nc, a, bus.ServiceOptions{HostID: cfg.HostID, Version: version, Log: log})
 	if err != nil {
 		return err
@@ -104,6 +108,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		"cgroup", a.CgroupMode().String()+":"+cfg.Cgroup.Parent)
 	go a.Run(ctx)
 	go pub.Run(ctx)
+	go rep.Run(ctx)
 	err = localapi.Serve(ctx, l, localapi.NewHandler(a, a.Events(), log))
 	// Instances keep running: a restarted agent re-adopts them.
 	log.Info("agent stopped; instances keep running")

@@ -1,0 +1,53 @@
+package agent
+
+import (
+	"github.com/hostward/ward/reporter"
+)
+
+// reportInstances lists the running instances for the load sampler.
+func (a *Agent) reportInstances() []reporter.Instance {
+	ins := a.all()
+	out := make([]reporter.Instance, 0, len(ins))
+	for _, in := range ins {
+		in.mu.Lock()
+		rec := &in.rec
+		if rec.State != StateRunning || in.group == nil {
+			in.mu.Unlock()
+			continue
+		}
+		ri := reporter.Instance{
+			ID:            rec.Spec.ID,
+			Name:          rec.Spec.Name,
+			Index:         rec.Spec.Index,
+			Dirs:          in.group.Dirs(),
+			MemoryLimit:   *rec.Limits.MemoryBytes,
+			CPUShares:     *rec.Limits.CPUShares,
+			CPUMillicores: *rec.Limits.CPUMillicores,
+		}
+		if rec.StartedAt != nil {
+			ri.Started = *rec.StartedAt
+		}
+		target := a.quotaTarget(rec)
+		ri.Disk = func() (int64, bool) {
+			n, err := a.quota.Usage(target)
+			return n, err == nil
+		}
+		in.mu.Unlock()
+		out = append(out, ri)
+	}
+	return out
+}
+
+// NewReporter returns the load reporter over the agent's instances: it
+// samples every report.interval — which is also what info and list show as
+// usage — and publishes ward.<host>.load through pub (nil: sample only).
+func (a *Agent) NewReporter(pub reporter.Publisher) (*reporter.Reporter, error) {
+	return reporter.New(reporter.Options{
+		HostID:    a.cfg.HostID,
+		Interval:  a.cfg.Report.Interval.D(),
+		Sampler:   a.sampler,
+		Source:    reporter.SourceFunc(a.reportInstances),
+		Publisher: pub,
+		Log:       a.log,
+	})
+}

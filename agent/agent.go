@@ -200,7 +200,12 @@ func New(opts Options) (*Agent, error) {
 		if root == "" {
 			root = "/sys/fs/cgroup"
 		}
-		if _, err := reporter.EnableBlkioAccounting(filepath.Join(root, "blkio", cfg.Cgroup.Parent)); err != nil {
+		// The parent is ours in every hierarchy; the rule goes on it
+		// before any instance exists.
+		dir := filepath.Join(root, "blkio", cfg.Cgroup.Parent)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			a.log.Warn("blkio accounting: instance IO figures may read 0", "err", err)
+		} else if _, err := reporter.EnableBlkioAccounting(dir); err != nil {
 			a.log.Warn("blkio accounting: instance IO figures may read 0", "err", err)
 		}
 	}

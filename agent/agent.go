@@ -17,6 +17,7 @@ import (
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/health"
 	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/oom"
 	"github.com/hostward/ward/outbox"
@@ -59,6 +60,7 @@ type Agent struct {
 	quota     quota.Backend
 	oom       *oom.Watcher
 	sampler   *reporter.Sampler
+	health    *health.Checker
 	// oomLatency, when set (benchmarks), is told how long each OOM kill
 	// took from the kernel's notification to the oom_killed event.
 	oomLatency func(time.Duration)
@@ -209,6 +211,7 @@ func New(opts Options) (*Agent, error) {
 			a.log.Warn("blkio accounting: instance IO figures may read 0", "err", err)
 		}
 	}
+	a.health = health.NewChecker(a.onHealthChange)
 	if a.oom, err = oom.NewWatcher(a.cg.Mode(), a.onMemoryEvent); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("agent: %w", err)
@@ -241,6 +244,9 @@ func (a *Agent) lock() error {
 func (a *Agent) Close() error {
 	if a.oom != nil {
 		a.oom.Close()
+	}
+	if a.health != nil {
+		a.health.Close()
 	}
 	if a.sampler != nil {
 		a.sampler.Close()

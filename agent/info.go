@@ -53,6 +53,9 @@ func (a *Agent) snapshot(in *instance, usage bool) *Instance {
 		StderrTail:      rec.StderrTail,
 		Reason:          rec.Reason,
 	}
+	if rec.State == StateRunning {
+		inst.Health = a.healthOf(rec.Spec.ID)
+	}
 	if !rec.State.Terminal() {
 		if rec.PID != 0 {
 			inst.PID = intp(rec.PID)

@@ -123,6 +123,9 @@ func (a *Agent) recover(rec *record) error {
 				}
 			}
 			a.watch(in)
+			if !in.oomKill {
+				a.checkHealth(in)
+			}
 			log.Info("reconcile: re-adopted", "pid", rec.PID)
 			return nil
 		}

@@ -239,6 +239,7 @@ func (a *Agent) create(in *instance) error {
 	}
 	crashpoint("start:running")
 	a.watch(in)
+	a.checkHealth(in)
 	return nil
 }
 
@@ -294,6 +295,7 @@ func (a *Agent) environ(rec *record) []string {
 func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	rec := &in.rec
 	a.unwatchMemory(in)
+	a.health.Remove(in.id)
 	var err error
 	switch {
 	case in.group != nil:

@@ -52,6 +52,8 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 	if err := a.setStopping(in, state); err != nil {
 		return nil, internal(err)
 	}
+	// A stopping instance stops answering: that is no news.
+	a.health.Remove(in.id)
 	crashpoint("stop:recorded")
 	a.terminate(in, timeout)
 	// An OOM kill by the agent that this stop overtook (its exit watcher
@@ -174,6 +176,7 @@ func (a *Agent) release(in *instance) error {
 	// The group goes: its notifications are of no more use, and an rmdir
 	// under a live registration would only be reported back as a removal.
 	a.unwatchMemory(in)
+	a.health.Remove(in.id)
 	remove := func() error { return a.cg.Remove(rec.Cgroup) }
 	if g := in.group; g != nil {
 		remove = g.Remove

@@ -132,6 +132,7 @@ const (
 	EventStopped        = "stopped"
 	EventLimitChanged   = "limit_changed"
 	EventMemoryPressure = "memory_pressure"
+	EventHealthChanged  = "health_changed"
 )
 
 // Event is something that happened to an instance.
@@ -149,7 +150,8 @@ type Event struct {
 	MemoryPeakBytes *uint64   `json:"memory_peak_bytes"`
 	OOMKills        uint64    `json:"oom_kills,omitempty"`
 	StderrTail      string    `json:"stderr_tail,omitempty"`
-	Level           string    `json:"level,omitempty"` // memory_pressure: the kernel's level
+	Level           string    `json:"level,omitempty"`  // memory_pressure: the kernel's level
+	Health          string    `json:"health,omitempty"` // health_changed: the new health
 	Limits          *Limits   `json:"limits,omitempty"`
 }
 

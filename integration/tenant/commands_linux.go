@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,7 @@ var subcommands = map[string]subcommand{
 	"burn":     {"spin on one core forever", burn},
 	"hog":      {"allocate and touch N MiB and keep it", hog},
 	"exec":     {"run a command and report how it ended", execCmd},
+	"serve":    {"answer HTTP on $PORT until SIGUSR1, then stop listening", serve},
 }
 
 // errnoName names err's errno ("EACCES"); "" for no error, and the error's
@@ -580,4 +583,41 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		b.Buffer.Write(p[:room])
 	}
 	return len(p), nil
+}
+
+type serveResult struct {
+	Addr  string `json:"addr"`
+	Errno string `json:"errno"`
+}
+
+// serve answers every HTTP request on 127.0.0.1:$PORT with 200 until
+// SIGUSR1, then closes its listener (and reports "closed") and stays alive
+// until SIGTERM: an instance that stops answering without ending.
+func serve(c *common, args []string) error {
+	fs := c.flags()
+	if err := c.parse(fs, args, false); err != nil {
+		return err
+	}
+	port := os.Getenv("PORT")
+	if port == "" {
+		return usagef("serve: no PORT in the environment")
+	}
+	r := serveResult{Addr: net.JoinHostPort("127.0.0.1", port)}
+	l, err := net.Listen("tcp", r.Addr)
+	r.Errno = errnoName(err)
+	if err := c.emit(phaseDone, r); err != nil || l == nil {
+		return err
+	}
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	select {
+	case <-c.usr1:
+		l.Close()
+		if err := c.emit("closed", r); err != nil {
+			return err
+		}
+	case <-c.term:
+		return nil
+	}
+	<-c.term
+	return nil
 }

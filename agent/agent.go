@@ -61,6 +61,7 @@ type Agent struct {
 	oom       *oom.Watcher
 	sampler   *reporter.Sampler
 	health    *health.Checker
+	routes    routes
 	// oomLatency, when set (benchmarks), is told how long each OOM kill
 	// took from the kernel's notification to the oom_killed event.
 	oomLatency func(time.Duration)

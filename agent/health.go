@@ -47,6 +47,7 @@ func (a *Agent) onHealthChange(id string, from, to health.Status, reason string)
 	}
 	in.mu.Unlock()
 	a.publish(e)
+	a.syncRoute(in)
 }
 
 // healthOf is the instance's health for its JSON: null when it is not

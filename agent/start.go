@@ -240,6 +240,7 @@ func (a *Agent) create(in *instance) error {
 	crashpoint("start:running")
 	a.watch(in)
 	a.checkHealth(in)
+	a.syncRoute(in)
 	return nil
 }
 
@@ -296,6 +297,7 @@ func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	rec := &in.rec
 	a.unwatchMemory(in)
 	a.health.Remove(in.id)
+	a.unroute(in)
 	var err error
 	switch {
 	case in.group != nil:

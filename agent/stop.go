@@ -52,8 +52,10 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
 	if err := a.setStopping(in, state); err != nil {
 		return nil, internal(err)
 	}
-	// A stopping instance stops answering: that is no news.
+	// A stopping instance stops answering: that is no news, and routers
+	// must stop sending it requests first.
 	a.health.Remove(in.id)
+	a.unroute(in)
 	crashpoint("stop:recorded")
 	a.terminate(in, timeout)
 	// An OOM kill by the agent that this stop overtook (its exit watcher
@@ -177,6 +179,7 @@ func (a *Agent) release(in *instance) error {
 	// under a live registration would only be reported back as a removal.
 	a.unwatchMemory(in)
 	a.health.Remove(in.id)
+	a.unroute(in)
 	remove := func() error { return a.cg.Remove(rec.Cgroup) }
 	if g := in.group; g != nil {
 		remove = g.Remove

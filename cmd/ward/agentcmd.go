@@ -13,10 +13,13 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/hostward/ward/agent"
 	"github.com/hostward/ward/bus"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/localapi"
+	"github.com/hostward/ward/router"
 )
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
@@ -77,9 +80,13 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	defer a.Close()
 	var pub *bus.Publisher
+	var routes *router.Registrar
 	nc, err := bus.Connect(bus.ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: log, OnReconnect: func() {
 		if pub != nil {
 			pub.Reconnected()
+		}
+		if routes != nil {
+			routes.Reconnected()
 		}
 	}})
 	if err != nil {
@@ -87,6 +94,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 	pub = bus.NewPublisher(nc, a.Outbox(), cfg.HostID, log)
+	if routes, err = newRegistrar(nc, *dev, log); err != nil {
+		return err
+	}
+	defer routes.Close()
 	rep, err := a.NewReporter(nc)
 	if err != nil {
 		return err
@@ -109,6 +120,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	go a.Run(ctx)
 	go pub.Run(ctx)
 	go rep.Run(ctx)
+	if err := routes.Start(ctx); err != nil {
+		return err
+	}
+	a.SetRoutes(routes)
 	err = localapi.Serve(ctx, l, localapi.NewHandler(a, a.Events(), log))
 	// Instances keep running: a restarted agent re-adopts them.
 	log.Info("agent stopped; instances keep running")
@@ -154,4 +169,20 @@ func checkDevDir(dir string) error {
 		return fmt.Errorf("--dev state dir %s is not a root-owned directory writable only by root; remove it", dir)
 	}
 	return nil
+}
+
+// newRegistrar announces routes to gorouters at the host's first
+// non-loopback IPv4 address; a host without one (and --dev) announces
+// 127.0.0.1, which only a router on the same host can use.
+func newRegistrar(nc *nats.Conn, dev bool, log *slog.Logger) (*router.Registrar, error) {
+	host := ""
+	if dev {
+		host = "127.0.0.1"
+	}
+	r, err := router.New(nc, router.Options{Host: host, Log: log})
+	if errors.Is(err, router.ErrNoHostAddress) {
+		log.Warn("no non-loopback IPv4 address: routes are announced at 127.0.0.1")
+		r, err = router.New(nc, router.Options{Host: "127.0.0.1", Log: log})
+	}
+	return r, err
 }

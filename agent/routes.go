@@ -1,0 +1,78 @@
+package agent
+
+import (
+	"sync"
+
+	"github.com/hostward/ward/health"
+	"github.com/hostward/ward/router"
+)
+
+// RouteSink is where the agent announces instances' routes: a gorouter
+// registrar (router.Registrar).
+type RouteSink interface {
+	Register(router.Route) error
+	Unregister(id string) error
+}
+
+// routes holds the route sink, set once the bus is up.
+type routes struct {
+	mu   sync.Mutex
+	sink RouteSink
+}
+
+func (r *routes) get() RouteSink {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sink
+}
+
+// SetRoutes makes sink the place routes are announced and registers every
+// running instance that should be routed now: those re-adopted at startup
+// are announced here, as the sink comes after them.
+func (a *Agent) SetRoutes(sink RouteSink) {
+	a.routes.mu.Lock()
+	a.routes.sink = sink
+	a.routes.mu.Unlock()
+	for _, in := range a.all() {
+		a.syncRoute(in)
+	}
+}
+
+// syncRoute registers in's route if it should be routed — running, with a
+// port and routes, and healthy or not checked — and withdraws it otherwise.
+// A route is withdrawn only after the instance's health check is gone (a
+// late "healthy" cannot bring it back).
+func (a *Agent) syncRoute(in *instance) {
+	sink := a.routes.get()
+	if sink == nil {
+		return
+	}
+	in.mu.Lock()
+	rec := &in.rec
+	rt := router.Route{ID: rec.Spec.ID, Name: rec.Spec.Name, Index: rec.Spec.Index, Port: rec.Port, URIs: rec.Spec.Routes}
+	routable := rec.State == StateRunning && rec.Port != 0 && len(rec.Spec.Routes) > 0 && !in.removed
+	checked := rec.Spec.HealthCheck != nil
+	in.mu.Unlock()
+	if routable && checked {
+		st, ok := a.health.Status(in.id)
+		routable = ok && st == health.StatusHealthy
+	}
+	var err error
+	if routable {
+		err = sink.Register(rt)
+	} else {
+		err = sink.Unregister(in.id)
+	}
+	if err != nil {
+		a.log.Warn("route", "id", in.id, "register", routable, "err", err)
+	}
+}
+
+// unroute withdraws in's route, whatever its state.
+func (a *Agent) unroute(in *instance) {
+	if sink := a.routes.get(); sink != nil {
+		if err := sink.Unregister(in.id); err != nil {
+			a.log.Warn("route: unregister", "id", in.id, "err", err)
+		}
+	}
+}

@@ -321,3 +321,13 @@ func TestLogRotationHostileFiles(t *testing.T) {
 		t.Fatalf("rotated copy: %v %v", st, err)
 	}
 }
+
+// TestDetectsCgroupMode: New leaves the cgroup version to detection, and
+// must find the one the host runs (v2 in the cgroup v2 stage's VM).
+func TestDetectsCgroupMode(t *testing.T) {
+	a := newTestAgent(t, nil)
+	if a.CgroupMode() != cgtest.Mode() {
+		t.Fatalf("agent drives cgroup %s on a %s host", a.CgroupMode(), cgtest.Mode())
+	}
+	t.Logf("cgroup %s", a.CgroupMode())
+}

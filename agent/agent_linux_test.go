@@ -14,6 +14,7 @@ import (
 
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/leakcheck"
 	"github.com/hostward/ward/internal/testroot"
 )
@@ -24,8 +25,6 @@ const (
 	testUIDMin = 28000
 	testUIDMax = 28999
 )
-
-var v1Controllers = leakcheck.V1Controllers
 
 // testStateBase holds the tests' state dirs: on the disk a real state_dir
 // (/var/lib/ward) lives on, not on a tmpfs or a /tmp with other habits.
@@ -108,7 +107,7 @@ func mustStart(t *testing.T, a *Agent, req Request) *Instance {
 // waitState polls info until the instance reaches state.
 func waitState(t *testing.T, a *Agent, id string, state State) *Instance {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(cgtest.Timeout(10 * time.Second))
 	for {
 		inst, err := a.Info(context.Background(), InfoRequest{ID: id})
 		if err != nil {
@@ -197,8 +196,10 @@ func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
 	a := newTestAgent(t, nil)
 	keep := mustStart(t, a, Request{Name: "keep", Command: sh("sleep 1000")})
 	stray := "stray-0-x"
-	for _, c := range v1Controllers {
-		if err := os.MkdirAll(filepath.Join("/sys/fs/cgroup", c, a.cfg.Cgroup.Parent, stray), 0o755); err != nil {
+	// In every v1 hierarchy, or once under the cgroup2 mount.
+	parentDirs := cgtest.Dirs(a.cfg.Cgroup.Parent)
+	for _, d := range parentDirs {
+		if err := os.MkdirAll(filepath.Join(d, stray), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -206,13 +207,13 @@ func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
 	os.Mkdir(strayDir, 0o700)
 
 	a.scanLeaks(false)
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", a.cfg.Cgroup.Parent, stray)); err != nil {
+	if _, err := os.Stat(filepath.Join(parentDirs[0], stray)); err != nil {
 		t.Fatal("unowned cgroup removed on first sighting")
 	}
 	a.scanLeaks(false)
-	for _, c := range v1Controllers {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, a.cfg.Cgroup.Parent, stray)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("unowned cgroup %s survived two scans", c)
+	for _, d := range parentDirs {
+		if _, err := os.Stat(filepath.Join(d, stray)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("unowned cgroup %s survived two scans", filepath.Join(d, stray))
 		}
 	}
 	if _, err := os.Stat(strayDir); !errors.Is(err, os.ErrNotExist) {
@@ -227,7 +228,7 @@ func TestLogRotation(t *testing.T) {
 	a := newTestAgent(t, func(c *config.Config) { c.Logs.MaxBytes = 64 << 10; c.Logs.Keep = 2 })
 	inst := mustStart(t, a, Request{Name: "chatty", Command: sh("head -c 200000 /dev/zero | tr '\\0' x; sleep 1000")})
 	log := filepath.Join(inst.Dir, "logs", "stdout.log")
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(cgtest.Timeout(5 * time.Second))
 	for {
 		st, err := os.Stat(log)
 		if err == nil && st.Size() == 200000 {
@@ -312,11 +313,21 @@ func TestLogRotationHostileFiles(t *testing.T) {
 	go func() { a.rotateLogs(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(cgtest.Timeout(10 * time.Second)):
 		t.Fatal("rotation blocked on a FIFO or a sparse file")
 	}
 	st, err := os.Lstat(filepath.Join(logs, "stdout.log.1"))
 	if err != nil || !st.Mode().IsRegular() || st.Size() != 4*4096 {
 		t.Fatalf("rotated copy: %v %v", st, err)
 	}
+}
+
+// TestDetectsCgroupMode: New leaves the cgroup version to detection, and
+// must find the one the host runs (v2 in the cgroup v2 stage's VM).
+func TestDetectsCgroupMode(t *testing.T) {
+	a := newTestAgent(t, nil)
+	if a.CgroupMode() != cgtest.Mode() {
+		t.Fatalf("agent drives cgroup %s on a %s host", a.CgroupMode(), cgtest.Mode())
+	}
+	t.Logf("cgroup %s", a.CgroupMode())
 }

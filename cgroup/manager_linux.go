@@ -522,10 +522,14 @@ func (g *Group) KillAll() error {
 	return nil
 }
 
-// WaitEmpty returns nil once no process is left in the group, or ctx's
-// error. It polls, backing off from 1ms to 20ms: v1 has no notification for
-// emptiness, and on v2 the poll keeps both versions on one code path.
+// WaitEmpty returns nil once no process is left in the group (or the group
+// is gone), or ctx's error. On v2 it sleeps until the kernel reports the
+// group unpopulated in cgroup.events; v1 has no notification for emptiness,
+// so there it polls, backing off from 50µs to 20ms.
 func (g *Group) WaitEmpty(ctx context.Context) error {
+	if g.m.mode == V2 {
+		return g.waitEmptyV2(ctx)
+	}
 	// A killed process is gone within tens of microseconds; start polling
 	// at that scale and back off to 20 ms for stragglers.
 	delay := 50 * time.Microsecond

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,9 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // enableControllers turns ward's controllers on in dir's subtree_control,
@@ -241,4 +244,66 @@ func (g *Group) statsV2() (*Stats, error) {
 		st.Pids = m.Pids.Current
 	}
 	return &st, nil
+}
+
+// waitEmptyV2 waits for "populated 0" in the group's cgroup.events, which
+// covers the whole subtree. The kernel signals every change of that file
+// to inotify as a modification (cgroupfs sends no IN_DELETE for a group's
+// last process), so this parks on the netpoller instead of polling.
+func (g *Group) waitEmptyV2(ctx context.Context) error {
+	file := g.v2File("cgroup.events")
+	// The usual caller has just seen the main process exit: often the
+	// group is empty already, and one read is all it costs.
+	if empty, err := unpopulated(file); err != nil || empty {
+		return err
+	}
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("cgroup %s: inotify: %w", g.path, err)
+	}
+	// Non-blocking, so that os.File reads park on the netpoller and a read
+	// deadline can interrupt them.
+	ino := os.NewFile(uintptr(fd), "inotify:"+file)
+	defer ino.Close()
+	if _, err := unix.InotifyAddWatch(fd, file, unix.IN_MODIFY); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // the group is gone, and with it every process
+		}
+		return fmt.Errorf("cgroup %s: watch %s: %w", g.path, file, err)
+	}
+	stop := context.AfterFunc(ctx, func() { ino.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, 4096)
+	for {
+		// Read after the watch exists and after every event: a change
+		// between the two cannot be missed.
+		if empty, err := unpopulated(file); err != nil || empty {
+			return err
+		}
+		if _, err := ino.Read(buf); err != nil {
+			if ctx.Err() != nil {
+				pids, _ := g.Pids()
+				return fmt.Errorf("cgroup %s: %d processes left: %w", g.path, len(pids), ctx.Err())
+			}
+			return fmt.Errorf("cgroup %s: read inotify: %w", g.path, err)
+		}
+	}
+}
+
+// unpopulated reads a cgroup.events file: true when it says "populated 0",
+// or when it is gone with its group.
+func unpopulated(file string) (bool, error) {
+	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "populated "); ok {
+			return v == "0", nil
+		}
+	}
+	return false, fmt.Errorf("parse %s: no populated line", file)
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -293,16 +294,42 @@ func TestV2KillStatsPids(t *testing.T) {
 		t.Errorf("Pids() = %v, want [10 11 12]", pids)
 	}
 
-	// WaitEmpty gives up with ctx's error while processes remain.
+	// WaitEmpty goes by cgroup.events: it gives up with ctx's error while
+	// the group is populated, and wakes up when the file changes to say
+	// it is not.
+	events := filepath.Join(dir, "cgroup.events")
+	writeTestFile(t, events, "populated 1\nfrozen 0\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := g.WaitEmpty(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("WaitEmpty on a busy group = %v, want context.Canceled", err)
 	}
+	waited := make(chan error, 1)
+	go func() { waited <- g.WaitEmpty(context.Background()) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitEmpty on a populated group returned %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
 	writeTestFile(t, filepath.Join(dir, "cgroup.procs"), "")
 	writeTestFile(t, filepath.Join(dir, "sub", "cgroup.procs"), "")
-	if err := g.WaitEmpty(context.Background()); err != nil {
-		t.Errorf("WaitEmpty on an empty group: %v", err)
+	// In place, in one write, as the kernel changes it: a truncating
+	// write would show the waiter an empty file.
+	f, err := os.OpenFile(events, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("populated 0\nfrozen 0\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("WaitEmpty once unpopulated: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitEmpty did not wake up when cgroup.events said populated 0")
 	}
 
 	// Children go first; the fake, like the kernel, refuses otherwise.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hostward/ward/agent"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testagent"
 	"github.com/hostward/ward/localapi"
 )
@@ -30,7 +31,15 @@ var (
 	tenantBin string // the load program instances run in the containment tests
 )
 
+// binaryEnv names a prebuilt ward binary to test instead of building one:
+// the cgroup v2 stage's VM has no Go toolchain.
+const binaryEnv = "WARD_TEST_BINARY"
+
 func TestMain(m *testing.M) {
+	if bin := os.Getenv(binaryEnv); bin != "" {
+		wardBin = bin
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "ward-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -135,9 +144,9 @@ func (h *host) start(crashpoint string) {
 	exited := make(chan struct{})
 	h.exited = exited
 	go func() { cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(cgtest.Timeout(20 * time.Second))
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), cgtest.Timeout(time.Second))
 		_, err := h.client.List(ctx)
 		cancel()
 		if err == nil {
@@ -170,7 +179,7 @@ func (h *host) waitDead() {
 	h.t.Helper()
 	select {
 	case <-h.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(cgtest.Timeout(10 * time.Second)):
 		h.t.Fatal("agent did not crash at its crash point")
 	}
 	h.agent = nil

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/leakcheck"
 )
 
@@ -26,7 +28,7 @@ func readTrim(t *testing.T, p string) string {
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(cgtest.Timeout(10 * time.Second))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -65,9 +67,16 @@ func TestInstanceLifecycleThroughCLI(t *testing.T) {
 		return strings.Contains(string(b), "port=")
 	})
 	seen := readTrim(t, logf)
-	for _, c := range leakcheck.V1Controllers {
-		if !strings.Contains(seen, ":"+c+":"+group+"\n") {
-			t.Errorf("instance not in its %s group:\n%s", c, seen)
+	v2 := cgtest.Mode() == cgroup.V2
+	if v2 {
+		if !strings.HasPrefix(seen, "0::"+group+"\n") {
+			t.Errorf("instance not in its v2 group:\n%s", seen)
+		}
+	} else {
+		for _, c := range leakcheck.V1Controllers {
+			if !strings.Contains(seen, ":"+c+":"+group+"\n") {
+				t.Errorf("instance not in its %s group:\n%s", c, seen)
+			}
 		}
 	}
 	uidLine := strconv.Itoa(*inst.UID)
@@ -82,42 +91,61 @@ func TestInstanceLifecycleThroughCLI(t *testing.T) {
 		t.Errorf("instance dir mode: %v %v", st.Mode(), err)
 	}
 
-	// The kernel holds the limits.
-	cg := func(ctrl, file string) string { return readTrim(t, filepath.Join("/sys/fs/cgroup", ctrl, group, file)) }
-	want := map[[2]string]string{
-		{"memory", "memory.limit_in_bytes"}:       strconv.Itoa(64 << 20),
-		{"memory", "memory.memsw.limit_in_bytes"}: strconv.Itoa(80 << 20),
-		{"cpu", "cpu.shares"}:                     "512",
-		{"cpu", "cpu.cfs_quota_us"}:               "50000",
-		{"cpu", "cpu.cfs_period_us"}:              "100000",
-		{"pids", "pids.max"}:                      "64",
+	// The kernel holds the limits: keys are {v1 controller, v1 file, v2 file}.
+	cg := func(ctrl, file string) string {
+		if v2 {
+			return readTrim(t, filepath.Join(cgtest.Root, group, file))
+		}
+		return readTrim(t, filepath.Join(cgtest.Root, ctrl, group, file))
 	}
-	for k, v := range want {
-		if got := cg(k[0], k[1]); got != v {
-			t.Errorf("%s = %s, want %s", k[1], got, v)
+	check := func(stage string, want map[[3]string]string) {
+		t.Helper()
+		for k, v := range want {
+			file := k[1]
+			if v2 {
+				file = k[2]
+			}
+			if file == "" {
+				continue
+			}
+			if got := cg(k[0], file); got != v {
+				t.Errorf("%s: %s = %s, want %s", stage, file, got, v)
+			}
 		}
 	}
+	// One value where both versions agree, else the v1 value under the
+	// v1 key and the v2 value (with "" for the v1 file) under its own.
+	check("run", map[[3]string]string{
+		{"memory", "memory.limit_in_bytes", "memory.max"}: strconv.Itoa(64 << 20),
+		{"memory", "memory.memsw.limit_in_bytes", ""}:     strconv.Itoa(80 << 20),
+		{"memory", "", "memory.swap.max"}:                 strconv.Itoa(16 << 20),
+		{"cpu", "cpu.shares", ""}:                         "512",
+		{"cpu", "", "cpu.weight"}:                         "59", // SharesToWeight(512), spelled out
+		{"cpu", "cpu.cfs_quota_us", ""}:                   "50000",
+		{"cpu", "cpu.cfs_period_us", ""}:                  "100000",
+		{"cpu", "", "cpu.max"}:                            "50000 100000",
+		{"pids", "pids.max", "pids.max"}:                  "64",
+	})
 
 	// Live change, down and up across memsw.
 	if _, e, code := h.run("limit", id, "--memory", "200M", "--swap", "0", "--cpus", "1.5", "--pids", "100"); code != 0 {
 		t.Fatalf("ward limit: %d %s", code, e)
 	}
-	for k, v := range map[[2]string]string{
-		{"memory", "memory.limit_in_bytes"}:       strconv.Itoa(200 << 20),
-		{"memory", "memory.memsw.limit_in_bytes"}: strconv.Itoa(200 << 20),
-		{"cpu", "cpu.cfs_quota_us"}:               "150000",
-		{"pids", "pids.max"}:                      "100",
-	} {
-		if got := cg(k[0], k[1]); got != v {
-			t.Errorf("after limit: %s = %s, want %s", k[1], got, v)
-		}
-	}
+	check("limit", map[[3]string]string{
+		{"memory", "memory.limit_in_bytes", "memory.max"}: strconv.Itoa(200 << 20),
+		{"memory", "memory.memsw.limit_in_bytes", ""}:     strconv.Itoa(200 << 20),
+		{"memory", "", "memory.swap.max"}:                 "0",
+		{"cpu", "cpu.cfs_quota_us", ""}:                   "150000",
+		{"cpu", "", "cpu.max"}:                            "150000 100000",
+		{"cpu", "", "cpu.weight"}:                         "59",
+		{"pids", "pids.max", "pids.max"}:                  "100",
+	})
 	if _, e, code := h.run("limit", id, "--memory", "32M"); code != 0 {
 		t.Fatalf("ward limit down: %d %s", code, e)
 	}
-	if got := cg("memory", "memory.limit_in_bytes"); got != strconv.Itoa(32<<20) {
-		t.Errorf("memory after lowering: %s", got)
-	}
+	check("limit down", map[[3]string]string{
+		{"memory", "memory.limit_in_bytes", "memory.max"}: strconv.Itoa(32 << 20),
+	})
 
 	// ps shows it.
 	if out, _, code := h.run("ps"); code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "running") {
@@ -128,9 +156,9 @@ func TestInstanceLifecycleThroughCLI(t *testing.T) {
 	if out, e, code := h.run("stop", id, "--timeout", "2s"); code != 0 || !strings.Contains(out, "stopped") {
 		t.Fatalf("ward stop: %d %s %s", code, out, e)
 	}
-	for _, c := range leakcheck.V1Controllers {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, group)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s group survives stop", c)
+	for _, dir := range cgtest.Dirs(group) {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("group %s survives stop", dir)
 		}
 	}
 	if _, err := os.Stat(inst.Dir); !errors.Is(err, os.ErrNotExist) {

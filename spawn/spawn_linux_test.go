@@ -3,8 +3,6 @@ package spawn
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/internal/leakcheck"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testroot"
 )
 
@@ -22,8 +23,6 @@ const (
 	testUID = 29990 // from the top of the default pool; no passwd entry needed
 	testGID = 29990
 )
-
-var v1Controllers = leakcheck.V1Controllers
 
 // TestMain lets the test binary double as the instance program for cases
 // that need behaviour no base tool gives (allocating memory).
@@ -39,23 +38,27 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// v1Group makes a throwaway group in every controller spawn is tested with
-// and removes it (waiting for stragglers) when the test ends.
-func v1Group(t *testing.T) []string {
+// newGroup makes a throwaway group for one instance, in the host's cgroup
+// mode (so these tests clone into a v2 group on a unified host and fork
+// from a thread inside the v1 groups elsewhere), removed with whatever is
+// left in it when the test ends.
+func newGroup(t *testing.T) *cgroup.Group {
 	t.Helper()
-	testroot.Require(t)
-	parent := fmt.Sprintf("ward-spawn-test-%08x", rand.Uint32())
-	var dirs []string
-	for _, c := range v1Controllers {
-		d := filepath.Join("/sys/fs/cgroup", c, parent, "inst")
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, d)
+	m := cgtest.NewManager(t)
+	g, err := m.Create("inst", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Kills whatever a test left in the group, then removes it.
-	t.Cleanup(func() { leakcheck.RemoveParent("/" + parent) })
-	return dirs
+	return g
+}
+
+// place puts spec's process into g the way the agent does.
+func place(spec *Spec, g *cgroup.Group) {
+	if cgtest.Mode() == cgroup.V2 {
+		spec.CgroupV2Dir = g.Dirs()[0]
+	} else {
+		spec.CgroupV1Dirs = g.Dirs()
+	}
 }
 
 func outputFiles(t *testing.T) (*os.File, *os.File) {
@@ -72,19 +75,20 @@ func outputFiles(t *testing.T) (*os.File, *os.File) {
 	return out, errf
 }
 
-func shell(script string, dirs []string, out, errf *os.File) Spec {
-	return Spec{
+func shell(script string, g *cgroup.Group, out, errf *os.File) Spec {
+	spec := Spec{
 		Path: "/bin/sh", Args: []string{"sh", "-c", script},
 		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/",
 		UID: testUID, GID: testGID,
 		Stdout: out, Stderr: errf,
-		CgroupV1Dirs: dirs,
 	}
+	place(&spec, g)
+	return spec
 }
 
 func wait(t *testing.T, p *Process) Exit {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cgtest.Timeout(10*time.Second))
 	defer cancel()
 	e, err := p.Wait(ctx)
 	if err != nil {
@@ -94,9 +98,9 @@ func wait(t *testing.T, p *Process) Exit {
 }
 
 func TestStartInCgroupAsUser(t *testing.T) {
-	dirs := v1Group(t)
+	g := newGroup(t)
 	out, errf := outputFiles(t)
-	p, err := Start(shell(`cat /proc/self/cgroup; id -u; id -g; id -G; cut -d' ' -f6 /proc/self/stat; echo $$; pwd; echo err >&2`, dirs, out, errf))
+	p, err := Start(shell(`cat /proc/self/cgroup; id -u; id -g; id -G; cut -d' ' -f6 /proc/self/stat; echo $$; pwd; echo err >&2`, g, out, errf))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +109,16 @@ func TestStartInCgroupAsUser(t *testing.T) {
 	}
 	b, _ := os.ReadFile(out.Name())
 	got := string(b)
-	cgPath := "/" + filepath.Base(filepath.Dir(dirs[0])) + "/inst"
-	for _, c := range v1Controllers {
-		if !strings.Contains(got, ":"+c+":"+cgPath+"\n") {
-			t.Errorf("not in %s group %s:\n%s", c, cgPath, got)
+	if cgtest.Mode() == cgroup.V2 {
+		// Cloned straight into the group: its first instruction ran there.
+		if !strings.HasPrefix(got, "0::"+g.Path()+"\n") {
+			t.Errorf("not in v2 group %s:\n%s", g.Path(), got)
+		}
+	} else {
+		for _, c := range cgroup.V1Controllers() {
+			if !strings.Contains(got, ":"+c+":"+g.Path()+"\n") {
+				t.Errorf("not in %s group %s:\n%s", c, g.Path(), got)
+			}
 		}
 	}
 	lines := strings.Split(strings.TrimSpace(got), "\n")
@@ -132,19 +142,25 @@ func TestStartInCgroupAsUser(t *testing.T) {
 }
 
 func TestAgentThreadLeavesGroup(t *testing.T) {
-	dirs := v1Group(t)
+	g := newGroup(t)
 	out, errf := outputFiles(t)
+	// The files listing a group's threads: v1 moves one of the agent's
+	// threads in and out; v2 never moves any, and must not start to.
+	threads := "tasks"
+	if cgtest.Mode() == cgroup.V2 {
+		threads = "cgroup.threads"
+	}
 	for i := 0; i < 50; i++ {
 		// A failed exec returns early: the thread must be gone then too.
-		spec := shell("exit 0", dirs, out, errf)
+		spec := shell("exit 0", g, out, errf)
 		if i%2 == 1 {
 			spec.Path = "/nonexistent"
 		}
 		p, err := Start(spec)
 		// Checked at once: a kill-all right after Start must not find the
 		// agent in the group.
-		for _, d := range dirs {
-			b, rerr := os.ReadFile(d + "/tasks")
+		for _, d := range g.Dirs() {
+			b, rerr := os.ReadFile(filepath.Join(d, threads))
 			if rerr != nil {
 				t.Fatal(rerr)
 			}
@@ -161,23 +177,23 @@ func TestAgentThreadLeavesGroup(t *testing.T) {
 }
 
 func TestExitStatus(t *testing.T) {
-	dirs := v1Group(t)
+	g := newGroup(t)
 	out, errf := outputFiles(t)
-	p, err := Start(shell("exit 3", dirs, out, errf))
+	p, err := Start(shell("exit 3", g, out, errf))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := wait(t, p); !e.Known || e.Code != 3 || e.Signal != 0 {
 		t.Fatalf("exit %+v, want code 3", e)
 	}
-	p, err = Start(shell("kill -KILL $$", dirs, out, errf))
+	p, err = Start(shell("kill -KILL $$", g, out, errf))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := wait(t, p); !e.Known || e.Signal != syscall.SIGKILL {
 		t.Fatalf("exit %+v, want SIGKILL", e)
 	}
-	p, err = Start(shell("sleep 100", dirs, out, errf))
+	p, err = Start(shell("sleep 100", g, out, errf))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,8 +209,9 @@ func TestExitStatus(t *testing.T) {
 }
 
 func TestMemoryChargedToInstance(t *testing.T) {
-	dirs := v1Group(t)
-	if err := os.WriteFile(dirs[0]+"/memory.limit_in_bytes", []byte("33554432"), 0); err != nil {
+	g := newGroup(t)
+	limit := int64(32 << 20)
+	if err := g.Update(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
 		t.Fatal(err)
 	}
 	out, errf := outputFiles(t)
@@ -214,8 +231,9 @@ func TestMemoryChargedToInstance(t *testing.T) {
 	spec := Spec{
 		Path: bin, Args: []string{"hog"}, Dir: "/",
 		Env: []string{"SPAWN_TEST_HOG=" + strconv.Itoa(128<<20)},
-		UID: testUID, GID: testGID, Stdout: out, Stderr: errf, CgroupV1Dirs: dirs,
+		UID: testUID, GID: testGID, Stdout: out, Stderr: errf,
 	}
+	place(&spec, g)
 	p, err := Start(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -279,18 +297,24 @@ func TestAdopt(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	dirs := v1Group(t)
+	g := newGroup(t)
 	out, errf := outputFiles(t)
-	spec := shell("true", dirs, out, errf)
+	spec := shell("true", g, out, errf)
 	spec.Path = "/nonexistent/bin"
 	if _, err := Start(spec); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("missing binary: %v", err)
 	}
-	spec = shell("true", []string{"/sys/fs/cgroup/memory/ward-no-such-group"}, out, errf)
+	spec = shell("true", g, out, errf)
+	spec.CgroupV2Dir, spec.CgroupV1Dirs = "", nil
+	if cgtest.Mode() == cgroup.V2 {
+		spec.CgroupV2Dir = filepath.Join(cgtest.Root, "ward-no-such-group")
+	} else {
+		spec.CgroupV1Dirs = []string{filepath.Join(cgtest.Root, "memory", "ward-no-such-group")}
+	}
 	if _, err := Start(spec); err == nil {
 		t.Fatal("start into a missing group succeeded")
 	}
-	spec = shell("true", nil, out, errf)
+	spec.CgroupV2Dir, spec.CgroupV1Dirs = "", nil
 	if _, err := Start(spec); err == nil {
 		t.Fatal("start without placement succeeded")
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/cgtest"
 )
 
 // V1Controllers are the hierarchies ward creates groups in on cgroup v1.
@@ -26,11 +27,13 @@ var V1Controllers = cgroup.V1Controllers()
 // dir, record and processes are not leaks.
 func Find(cfg *config.Config, live map[string]bool) []string {
 	var leaks []string
-	for _, c := range V1Controllers {
-		ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", c, cfg.Cgroup.Parent))
+	// The parent's directory in every v1 hierarchy, or its one directory
+	// under the cgroup2 mount.
+	for _, dir := range cgtest.Dirs(cfg.Cgroup.Parent) {
+		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			if e.IsDir() && !live[idOfGroup(e.Name())] {
-				leaks = append(leaks, fmt.Sprintf("cgroup %s:%s/%s", c, cfg.Cgroup.Parent, e.Name()))
+				leaks = append(leaks, "cgroup "+filepath.Join(dir, e.Name()))
 			}
 		}
 	}
@@ -131,7 +134,7 @@ func PoolProcesses(min, max int) []Process {
 // run right after an exit, asynchronously).
 func Check(t testing.TB, cfg *config.Config, live map[string]bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(cgtest.Timeout(5 * time.Second))
 	for {
 		leaks := Find(cfg, live)
 		if len(leaks) == 0 {
@@ -147,31 +150,9 @@ func Check(t testing.TB, cfg *config.Config, live map[string]bool) {
 	}
 }
 
-// RemoveParent removes a test's cgroup parent in every hierarchy, with any
-// groups left in it, killing what still runs there. For t.Cleanup.
+// RemoveParent removes a test's cgroup parent in every hierarchy (or the
+// one cgroup2 directory), with any groups left in it, killing what still
+// runs there. For t.Cleanup.
 func RemoveParent(parent string) {
-	if parent == "" || parent == "/" {
-		return
-	}
-	for _, c := range V1Controllers {
-		dir := filepath.Join("/sys/fs/cgroup", c, parent)
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if !e.IsDir() {
-				continue
-			}
-			sub := filepath.Join(dir, e.Name())
-			if b, err := os.ReadFile(filepath.Join(sub, "cgroup.procs")); err == nil {
-				for _, f := range strings.Fields(string(b)) {
-					if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-						_ = killPid(pid)
-					}
-				}
-			}
-			for i := 0; i < 100 && os.Remove(sub) != nil; i++ {
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-		os.Remove(dir)
-	}
+	_ = cgtest.RemoveParent(parent)
 }

@@ -77,7 +77,7 @@ func hogMain(mode string) int {
 		}
 		return 0
 	case "child":
-		cmd := exec.Command(os.Args[0])
+		cmd := exec.Command(testBinary())
 		cmd.Env = append(os.Environ(), "OOMTEST_HOG=anon", "OOMTEST_BYTES=0")
 		if sigkilled(cmd.Run()) {
 			return 0
@@ -335,7 +335,7 @@ type hog struct {
 // it into the group at dir and leaves it blocked until release.
 func startHog(t testing.TB, dir string, env ...string) *hog {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
+	cmd := exec.Command(testBinary())
 	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -373,4 +373,14 @@ func sigkilled(err error) bool {
 	}
 	ws, ok := ee.Sys().(syscall.WaitStatus)
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// testBinary is this test binary's path, for re-executing it as a hog: not
+// os.Args[0], which is a bare name when the binary was found through PATH.
+func testBinary() string {
+	p, err := os.Executable()
+	if err != nil {
+		return os.Args[0]
+	}
+	return p
 }

@@ -1,0 +1,253 @@
+package metrics
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Other is the label value every unknown event kind, result or state is
+// counted under, so a caller passing something new cannot grow the number
+// of series.
+const Other = "other"
+
+// ResultOK is the result of a start or stop that succeeded. A failed one is
+// counted under its error code.
+const ResultOK = "ok"
+
+// Bounded label values. They repeat the product contract's names (this
+// package does not depend on the agent); a value missing here is counted
+// as Other until it is added.
+var (
+	// eventKinds are the kinds of instance events.
+	eventKinds = []string{
+		"started", "exited", "crashed", "oom_killed", "stopped",
+		"limit_changed", "memory_pressure", "health_changed",
+	}
+	// results are the outcomes of a start or stop: ResultOK or the
+	// contract's error code.
+	results = []string{
+		ResultOK, "invalid_argument", "not_found", "conflict",
+		"resource_exhausted", "unavailable", "internal",
+	}
+	// states are the states of an instance.
+	states = []string{
+		"starting", "running", "stopping",
+		"stopped", "exited", "crashed", "oom_killed",
+	}
+)
+
+// Options says what the registry exposes besides the agent's own counters.
+// Every field is optional; a nil one leaves its series out.
+type Options struct {
+	// Samples gives the load sample the host and instance gauges come from.
+	Samples SampleSource
+	// OutboxPending returns the number of events in the outbox that the bus
+	// has not confirmed yet. Called on every scrape; it must be cheap.
+	OutboxPending func() int
+	// InstancesByState returns how many instances are in each state. Called
+	// on every scrape; it must be cheap. States other than the
+	// contract's are summed under Other.
+	InstancesByState func() map[string]int
+}
+
+// Self holds the agent's own metrics and the registry they are served
+// from. Its methods are safe for concurrent use, and do nothing on a nil
+// *Self, so a caller with metrics turned off can keep a nil one.
+type Self struct {
+	reg *prometheus.Registry
+
+	sampleDuration prometheus.Histogram
+	events         map[string]prometheus.Counter
+	busReconnects  prometheus.Counter
+	busConnected   prometheus.Gauge
+	oomKills       prometheus.Counter
+	starts, stops  map[string]prometheus.Counter
+}
+
+// New returns the agent's metrics in a registry of their own (not the
+// process-wide default), with Go runtime and process collectors.
+func New(o Options) (*Self, error) {
+	s := &Self{
+		reg: prometheus.NewRegistry(),
+		sampleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ward_sample_duration_seconds",
+			Help: "Time one load sample of the host and every instance took.",
+			// 100 µs (an empty host) to 1.6 s; 1,000 instances take about 20 ms.
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
+		}),
+		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ward_bus_reconnects_total",
+			Help: "Times the bus connection was re-established after it was lost.",
+		}),
+		busConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ward_bus_connected",
+			Help: "1 while the bus connection is up, else 0.",
+		}),
+		oomKills: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ward_oom_kills_total",
+			Help: "Kills by the kernel's OOM killer in instance memory cgroups.",
+		}),
+	}
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_events_published_total",
+		Help: "Instance events the bus confirmed, by kind.",
+	}, []string{"kind"})
+	starts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_instance_starts_total",
+		Help: "Instance start requests, by result: ok or the error code.",
+	}, []string{"result"})
+	stops := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_instance_stops_total",
+		Help: "Instance stop requests, by result: ok or the error code.",
+	}, []string{"result"})
+	// Every child exists from the start, so each series reads 0 before its
+	// first increment and rate() sees that increment.
+	s.events = children(events, eventKinds)
+	s.starts = children(starts, results)
+	s.stops = children(stops, results)
+
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		s.sampleDuration, events, s.busReconnects, s.busConnected, s.oomKills, starts, stops,
+	}
+	if o.Samples != nil {
+		cs = append(cs, NewSampleCollector(o.Samples))
+	}
+	if f := o.OutboxPending; f != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ward_events_pending",
+			Help: "Events written to the outbox that the bus has not confirmed yet.",
+		}, func() float64 { return float64(f()) }))
+	}
+	if o.InstancesByState != nil {
+		cs = append(cs, &stateCollector{f: o.InstancesByState})
+	}
+	for _, c := range cs {
+		if err := s.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func children(v *prometheus.CounterVec, values []string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(values)+1)
+	for _, l := range values {
+		m[l] = v.WithLabelValues(l)
+	}
+	m[Other] = v.WithLabelValues(Other)
+	return m
+}
+
+// bounded returns the child for label value l, or Other's.
+func bounded(m map[string]prometheus.Counter, l string) prometheus.Counter {
+	if c, ok := m[l]; ok {
+		return c
+	}
+	return m[Other]
+}
+
+// Registry returns the registry to serve.
+func (s *Self) Registry() *prometheus.Registry {
+	if s == nil {
+		return nil
+	}
+	return s.reg
+}
+
+// ObserveSample records how long one load sample took.
+func (s *Self) ObserveSample(d time.Duration) {
+	if s != nil {
+		s.sampleDuration.Observe(d.Seconds())
+	}
+}
+
+// EventPublished counts one event of kind the bus confirmed.
+func (s *Self) EventPublished(kind string) {
+	if s != nil {
+		bounded(s.events, kind).Inc()
+	}
+}
+
+// BusReconnected counts one re-established bus connection.
+func (s *Self) BusReconnected() {
+	if s != nil {
+		s.busReconnects.Inc()
+	}
+}
+
+// SetBusConnected records whether the bus connection is up.
+func (s *Self) SetBusConnected(up bool) {
+	if s == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	s.busConnected.Set(v)
+}
+
+// AddOOMKills counts n kills by the kernel's OOM killer in an instance's
+// memory cgroup (the rise of its oom_kill counter), whatever the OOM policy
+// then did with the instance.
+func (s *Self) AddOOMKills(n uint64) {
+	if s != nil {
+		s.oomKills.Add(float64(n))
+	}
+}
+
+// InstanceStart counts one start request by its result: ResultOK or the
+// error code.
+func (s *Self) InstanceStart(result string) {
+	if s != nil {
+		bounded(s.starts, result).Inc()
+	}
+}
+
+// InstanceStop counts one stop request by its result: ResultOK or the
+// error code.
+func (s *Self) InstanceStop(result string) {
+	if s != nil {
+		bounded(s.stops, result).Inc()
+	}
+}
+
+var descInstances = prometheus.NewDesc("ward_instances",
+	"Instances the agent holds, by state.", []string{"state"}, nil)
+
+// stateCollector reports the callback's counts, every known state
+// included (at 0 when absent) so that a state emptying reads 0 rather than
+// vanishing.
+type stateCollector struct {
+	f func() map[string]int
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descInstances }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.f()
+	other := 0
+	for st, n := range counts {
+		if !known(st) {
+			other += n
+		}
+	}
+	for _, st := range states {
+		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(counts[st]), st)
+	}
+	ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(other), Other)
+}
+
+func known(state string) bool {
+	for _, s := range states {
+		if s == state {
+			return true
+		}
+	}
+	return false
+}

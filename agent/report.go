@@ -51,3 +51,14 @@ func (a *Agent) NewReporter(pub reporter.Publisher) (*reporter.Reporter, error) 
 		Log:       a.log,
 	})
 }
+
+// CountByState counts the instances the agent knows by state.
+func (a *Agent) CountByState() map[string]int {
+	n := map[string]int{}
+	for _, in := range a.all() {
+		in.mu.Lock()
+		n[string(in.rec.State)]++
+		in.mu.Unlock()
+	}
+	return n
+}

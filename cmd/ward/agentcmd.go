@@ -19,6 +19,7 @@ import (
 	"github.com/hostward/ward/bus"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/localapi"
+	"github.com/hostward/ward/metrics"
 	"github.com/hostward/ward/router"
 )
 
@@ -120,6 +121,18 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	go a.Run(ctx)
 	go pub.Run(ctx)
 	go rep.Run(ctx)
+	if cfg.Metrics.Listen != "" {
+		m, err := metrics.New(metrics.Options{Samples: rep, OutboxPending: a.Outbox().Len, InstancesByState: a.CountByState})
+		if err != nil {
+			return err
+		}
+		srv, err := metrics.Listen(cfg.Metrics.Listen, m.Registry())
+		if err != nil {
+			return err
+		}
+		go srv.Serve(ctx)
+		log.Info("metrics", "listen", srv.Addr().String())
+	}
 	if err := routes.Start(ctx); err != nil {
 		return err
 	}

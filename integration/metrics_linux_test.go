@@ -1,0 +1,55 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hostward/ward/agent"
+)
+
+// TestMetricsServed: with metrics.listen set, the agent serves Prometheus
+// text with each running instance's gauges from the reporter's sample.
+func TestMetricsServed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	h := newHost(t)
+	yaml := yamlOf(h.cfg) + "report: {interval: 200ms}\nmetrics: {listen: " + addr + "}\n"
+	if err := os.WriteFile(h.cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start("")
+	inst, err := h.client.Start(context.Background(), agent.Request{Name: "metered", Command: []string{"sleep", "1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`ward_instance_memory_bytes{id="` + inst.ID + `",index="0",name="metered"}`, "ward_host_cpu_percent ", `ward_instances{state="running"} 1`}
+	deadline := time.Now().Add(10 * time.Second)
+	var body string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(body, w)
+			}
+			if ok {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("metrics never showed %q:\n%.3000s", want, body)
+}

@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"info":    {"everything known about one instance", runInfo},
 	"stop":    {"stop an instance and release what it held", runStop},
 	"limit":   {"change a running instance's limits", runLimit},
+	"top":     {"live table of instances and what they use", runTop},
 	"events":  {"stream instance events", runEvents},
 	"doctor":  {"check this host", runDoctor},
 	"setup":   {"create the pool's group and users, apply the ACL deny list", runSetup},

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testroot"
 )
 
@@ -199,10 +200,17 @@ func newWatcher(t testing.TB, mode cgroup.Mode) (*Watcher, *collector) {
 }
 
 // quiesce waits until w has no v1 re-reads scheduled and every event it
-// detected has been handled, so that a count of events is final.
+// detected has been handled, so that a count of events is final. On v2 it
+// first waits out what the kernel may still owe: it holds back a cgroup
+// file's notification that comes within 20 ms of the previous one until
+// that interval ends, then delivers it from a workqueue.
 func quiesce(t testing.TB, w *Watcher) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	if w.mode == cgroup.V2 {
+		time.Sleep(cgtest.Timeout(100 * time.Millisecond))
+	}
+	bound := cgtest.Timeout(15 * time.Second)
+	deadline := time.Now().Add(bound)
 	for {
 		w.mu.Lock()
 		pending := len(w.rechecks)
@@ -214,7 +222,7 @@ func quiesce(t testing.TB, w *Watcher) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("watcher busy after 15s: %d re-reads pending, queue idle %v", pending, idle)
+			t.Fatalf("watcher busy after %v: %d re-reads pending, queue idle %v", bound, pending, idle)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -22,8 +22,10 @@ const (
 	OOM Kind = iota + 1
 	// Pressure: the group is under memory pressure at Event.Level.
 	Pressure
-	// Empty: the last process of a v2 group exited (populated 1 → 0). Never
-	// reported on v1, which has no such notification.
+	// Empty: the last process of a v2 group exited (populated 1 → 0, or a
+	// process came and went between two reads); once each time the group
+	// had processes, and after the OOM event of a kill that emptied it.
+	// Never reported on v1, which has no such notification.
 	Empty
 	// Removed: the group's directory went away. The key is dropped: no
 	// further events, and it may be added again.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hostward/ward/cgroup"
 )
 
@@ -25,7 +27,12 @@ type fakeGroup struct {
 
 func newFakeGroup(t *testing.T) *fakeGroup {
 	t.Helper()
-	g := &fakeGroup{dir: filepath.Join(t.TempDir(), "g")}
+	return newFakeGroupAt(t, filepath.Join(t.TempDir(), "g"))
+}
+
+func newFakeGroupAt(t *testing.T, dir string) *fakeGroup {
+	t.Helper()
+	g := &fakeGroup{dir: dir}
 	if err := os.Mkdir(g.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +172,77 @@ func TestV2Empty(t *testing.T) {
 	}
 }
 
+// The kernel may hold back a memory.events notification (it sends at most
+// one per file per 20 ms and defers the rest) and drops it if the group is
+// removed meanwhile; the kill is in the counter before the group can
+// empty. So a change of cgroup.events reads memory.events first: a kill
+// that emptied the group comes before the Empty, even when the counter's
+// own notification arrives after the group's.
+func TestV2OOMBeforeEmpty(t *testing.T) {
+	w, c := newWatcher(t, cgroup.V2)
+	b := newBarrier(t, w)
+	g := newFakeGroup(t)
+	if err := w.Add("k", g.dir); err != nil {
+		t.Fatal(err)
+	}
+	g.populated(t, 1)
+	b.pass(t, c)
+	func() {
+		w.mu.Lock() // hold the loop off: both changes are read together
+		defer w.mu.Unlock()
+		g.populated(t, 0)
+		g.events(t, 1, 0)
+	}()
+	c.waitFor(t, "k", Empty, 1, 5*time.Second)
+	b.pass(t, c)
+	var kinds []Kind
+	for _, ev := range c.of("k") {
+		kinds = append(kinds, ev.Kind)
+	}
+	if fmt.Sprint(kinds) != "[oom empty]" {
+		t.Errorf("events %v, want [oom empty]", kinds)
+	}
+}
+
+// A process that enters and leaves between two reads of cgroup.events
+// still makes an Empty: the notification says something changed, and
+// frozen did not. The kernel's second notification of the same exit (it
+// defers one that comes within 20 ms of the previous) and a freeze of the
+// empty group make none.
+func TestV2EmptyAfterUnseenProcess(t *testing.T) {
+	w, c := newWatcher(t, cgroup.V2)
+	b := newBarrier(t, w)
+	g := newFakeGroup(t)
+	if err := w.Add("k", g.dir); err != nil {
+		t.Fatal(err)
+	}
+	blip := func() {
+		w.mu.Lock() // hold the loop off: it sees only the end state
+		defer w.mu.Unlock()
+		g.populated(t, 1)
+		g.populated(t, 0)
+	}
+	blip()
+	c.waitFor(t, "k", Empty, 1, 5*time.Second)
+	g.populated(t, 0)
+	b.pass(t, c)
+	g.write(t, "cgroup.events", "populated 0\nfrozen 1\n")
+	b.pass(t, c)
+	g.write(t, "cgroup.events", "populated 0\nfrozen 0\n")
+	b.pass(t, c)
+	if evs := c.of("k"); len(evs) != 1 {
+		t.Fatalf("events %v, want one Empty", evs)
+	}
+	g.populated(t, 1)
+	b.pass(t, c)
+	blip()
+	c.waitFor(t, "k", Empty, 2, 5*time.Second)
+	b.pass(t, c)
+	if evs := c.of("k"); len(evs) != 2 {
+		t.Errorf("events %v, want two Empty", evs)
+	}
+}
+
 func TestV2RemovedOnRmdir(t *testing.T) {
 	w, c := newWatcher(t, cgroup.V2)
 	g := newFakeGroup(t)
@@ -189,6 +267,43 @@ func TestV2RemovedOnRmdir(t *testing.T) {
 	if err := w.Add("k", newFakeGroup(t).dir); err != nil {
 		t.Errorf("Add of the key again: %v", err)
 	}
+}
+
+// Removal is seen as IN_DELETE of the group's name in its parent, which
+// may be late: one for an earlier directory at the path of a group added
+// since is not that group's removal.
+func TestV2DeleteOfAnEarlierDirAtThePath(t *testing.T) {
+	w, c := newWatcher(t, cgroup.V2)
+	parent := t.TempDir()
+	x := newFakeGroupAt(t, filepath.Join(parent, "x")) // keeps the parent watched
+	if err := w.Add("x", x.dir); err != nil {
+		t.Fatal(err)
+	}
+	// Keep the loop from reading inotify while the earlier directory goes
+	// and a group at its path is added.
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, w.ino, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(newFakeGroupAt(t, filepath.Join(parent, "a")).dir); err != nil {
+		t.Fatal(err)
+	}
+	a := newFakeGroupAt(t, filepath.Join(parent, "a"))
+	addErr := w.Add("a", a.dir)
+	if err := w.epollAdd(w.ino, tokInotify, unix.EPOLLIN); err != nil {
+		t.Fatal(err)
+	}
+	if addErr != nil {
+		t.Fatal(addErr)
+	}
+	x.events(t, 1, 0) // a barrier: inotify reports in order
+	c.waitFor(t, "x", OOM, 1, 5*time.Second)
+	if evs := c.of("a"); len(evs) != 0 {
+		t.Fatalf("events of the group at the path: %v, want none", evs)
+	}
+	if err := os.RemoveAll(a.dir); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, "a", Removed, 1, 5*time.Second)
 }
 
 func TestV2RemoveReleasesEverything(t *testing.T) {

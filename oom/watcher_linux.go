@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -45,17 +46,21 @@ type group struct {
 	key, dir string
 	// counter is, on v1, the open memory.oom_control, read with pread: an
 	// open file keeps naming this group even if another one is created at
-	// the same path later. -1 on v2, which reads its files by path: an open
-	// file would pin the directory's dentry and so hold back the
-	// IN_DELETE_SELF that reports the group's removal.
+	// the same path later. -1 on v2.
 	counter int
+	// dirfd is, on v2, the group's directory opened O_PATH; its files are
+	// opened relative to it, for the same reason. -1 on v1.
+	dirfd int
 	// reported is the oom_kill count accounted for; an OOM event is sent
 	// only when the counter is read above it.
 	reported   uint64
 	groupKills uint64 // v2: oom_group_kill last seen
 	populated  bool   // v2: cgroup.events populated last seen
+	frozen     uint64 // v2: cgroup.events frozen last seen
+	emptySent  bool   // v2: Empty reported, populated not seen since
 	tokens     []uint64
-	wds        []int32 // v2: watches on memory.events, cgroup.events, dir
+	wds        []int32 // v2: watches on memory.events and cgroup.events
+	parent     int32   // v2: the watch on the parent directory; 0 if none
 	limit      limiter
 	// step and due place the group on the v1 re-read schedule; hidx is its
 	// index in Watcher.rechecks, -1 when not scheduled.
@@ -96,6 +101,7 @@ type Watcher struct {
 	dirs     map[string]*group
 	sources  map[uint64]*source
 	wds      map[int32]*group
+	parents  map[int32]map[string]*group // v2: parent watch → groups by name
 	next     uint64
 	rechecks recheckHeap
 	armed    time.Time  // when the timerfd fires; zero when disarmed
@@ -123,6 +129,7 @@ func NewWatcher(mode cgroup.Mode, handle func(Event)) (_ *Watcher, err error) {
 		dirs:        map[string]*group{},
 		sources:     map[uint64]*source{},
 		wds:         map[int32]*group{},
+		parents:     map[int32]map[string]*group{},
 		next:        firstToken,
 	}
 	defer func() {
@@ -220,7 +227,7 @@ func (w *Watcher) Add(key, dir string, opts ...Option) error {
 	if g, ok := w.dirs[dir]; ok {
 		return fmt.Errorf("oom: dir %s (key %q): %w", dir, g.key, ErrExist)
 	}
-	g := &group{key: key, dir: dir, counter: -1, reported: o.baseline, step: -1, hidx: -1}
+	g := &group{key: key, dir: dir, counter: -1, dirfd: -1, reported: o.baseline, step: -1, hidx: -1}
 	if o.pressure != nil {
 		g.limit.every = o.pressure.MinInterval
 	}
@@ -272,7 +279,10 @@ func (w *Watcher) addSource(g *group, kind srcKind, fd int, level string) (*sour
 // detected before Remove may still be delivered after it returns; none are
 // detected after. Removing an unknown key is a no-op. A caller that needs
 // the final kill count of a group it is about to delete reads OOMKills
-// before deleting it: a deleted group's counter is gone.
+// before deleting it: a deleted group's counter is gone, and on v2 the
+// deletion also cancels a notification the kernel was holding back (a
+// caller that deletes a v2 group on its Empty event has already had the
+// OOM event of a kill that emptied it).
 func (w *Watcher) Remove(key string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -327,9 +337,14 @@ func (w *Watcher) drop(g *group) {
 		delete(w.wds, wd)
 	}
 	g.wds = nil
-	if g.counter >= 0 {
-		unix.Close(g.counter)
-		g.counter = -1
+	if g.parent != 0 {
+		w.unwatchParent(g)
+	}
+	for _, fd := range []*int{&g.counter, &g.dirfd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
 	}
 	if g.hidx >= 0 {
 		heap.Remove(&w.rechecks, g.hidx)
@@ -454,19 +469,24 @@ func (w *Watcher) read(fd int) ([]byte, error) {
 	}
 }
 
-// readFile reads a small cgroup file by path into the Watcher's buffer;
+// readAt reads a small cgroup file of g (v2) into the Watcher's buffer;
 // the result is valid until the next read.
-func (w *Watcher) readFile(path string) ([]byte, error) {
-	fd, err := openFile(filepath.Dir(path), filepath.Base(path), unix.O_RDONLY)
+func (w *Watcher) readAt(g *group, name string) ([]byte, error) {
+	fd, err := openAt(g, name, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	return w.read(fd)
+	b, err := w.read(fd)
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: filepath.Join(g.dir, name), Err: err}
+	}
+	return b, nil
 }
 
-// gone reports whether a read error means the group was removed: a removed
-// cgroupfs file answers ENODEV through a descriptor opened before.
+// gone reports whether an error means the group was removed: a removed
+// cgroupfs file answers ENODEV through a descriptor opened before, and a
+// removed directory has no files to open (ENOENT).
 func gone(err error) bool {
 	return errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
 }

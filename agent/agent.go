@@ -189,7 +189,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	// The state dir's lock does not stop a second agent with another
 	// state dir from sharing the parent — and removing our groups as leaks.
-	if a.parentLock, err = a.cg.Lock(); err != nil {
+	if err = retryLocked(func() (err error) { a.parentLock, err = a.cg.Lock(); return err }); err != nil {
 		a.lockFile.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -232,12 +232,40 @@ func (a *Agent) lock() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	err = retryLocked(func() error {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return errLocked
+		}
+		return err
+	})
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("agent: another agent holds %s: %w", p, err)
 	}
 	a.lockFile = f
 	return nil
+}
+
+// lockWait is how long a starting agent waits for a lock to come free. A
+// lock outlives a SIGKILLed agent for as long as a child it was forking
+// still shares its descriptors (between clone and exec): a restart right
+// after the kill must not take that for a second agent.
+const lockWait = 2 * time.Second
+
+var errLocked = errors.New("locked")
+
+// retryLocked calls try until it stops returning errLocked (or an error
+// wrapping cgroup.ErrLocked), for at most lockWait.
+func retryLocked(try func() error) error {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := try()
+		if !errors.Is(err, errLocked) && !errors.Is(err, cgroup.ErrLocked) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Close releases the agent's lock. Instances keep running: a later agent

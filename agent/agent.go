@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -62,6 +63,7 @@ type Agent struct {
 	sampler   *reporter.Sampler
 	health    *health.Checker
 	routes    routes
+	counters  atomic.Pointer[countersBox]
 	// oomLatency, when set (benchmarks), is told how long each OOM kill
 	// took from the kernel's notification to the oom_killed event.
 	oomLatency func(time.Duration)
@@ -92,6 +94,8 @@ type instance struct {
 	cpu     cpuTracker
 	oomKill bool      // the agent killed the instance because it ran out of memory
 	oomAt   time.Time // when the kernel's OOM notification was read
+	// seenKills is the OOM counter as the watcher last reported it.
+	seenKills uint64
 }
 
 // New prepares the agent: it takes the state directory's lock, checks the

@@ -72,6 +72,7 @@ func (a *Agent) publish(e Event) {
 		e.Seq = it.Seq
 	}
 	a.events.Publish(e)
+	a.count(func(c Counters) { c.EventPublished(e.Kind) })
 }
 
 func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {

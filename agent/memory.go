@@ -13,6 +13,9 @@ import (
 // instance does can OOM unseen; an adopted group passes the kills it
 // already had as the baseline.
 func (a *Agent) watchMemory(in *instance, dir string, baseline uint64) error {
+	in.mu.Lock()
+	in.seenKills = baseline
+	in.mu.Unlock()
 	return a.oom.Add(in.id, dir, oom.WithBaseline(baseline), oom.WithPressure(oom.PressureConfig{}))
 }
 
@@ -33,6 +36,12 @@ func (a *Agent) onMemoryEvent(ev oom.Event) {
 		if err != nil {
 			return
 		}
+		// The watcher reports each rise once; the counter counts kills.
+		in.mu.Lock()
+		rise := ev.OOMKills - min(in.seenKills, ev.OOMKills)
+		in.seenKills = max(in.seenKills, ev.OOMKills)
+		in.mu.Unlock()
+		a.count(func(c Counters) { c.AddOOMKills(rise) })
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()

@@ -95,6 +95,8 @@ func wantOOMKilled(t *testing.T, inst *Instance, limit int64) {
 // instance is killed and reported oom_killed.
 func TestOOMOfChildKillsWholeInstance(t *testing.T) {
 	a := newTestAgent(t, nil)
+	counted := &countingCounters{}
+	a.SetCounters(counted)
 	te := collectEvents(t, a)
 	mem := int64(32 << 20)
 	neighbour := mustStart(t, a, Request{Name: "neighbour", Command: sh("exec sleep 1000")})
@@ -115,7 +117,38 @@ func TestOOMOfChildKillsWholeInstance(t *testing.T) {
 	if n, _ := a.Info(context.Background(), InfoRequest{ID: neighbour.ID}); n.State != StateRunning || *n.PID != *neighbour.PID {
 		t.Fatalf("neighbour: %+v", n)
 	}
+	counted.mu.Lock()
+	defer counted.mu.Unlock()
+	if counted.oomKills != end.OOMKills || counted.starts["ok"] != 2 || counted.events[EventOOMKilled] != 1 {
+		t.Fatalf("counters: %d OOM kills (instance says %d), starts %v, events %v", counted.oomKills, end.OOMKills, counted.starts, counted.events)
+	}
 }
+
+type countingCounters struct {
+	mu       sync.Mutex
+	oomKills uint64
+	starts   map[string]int
+	events   map[string]int
+}
+
+func (c *countingCounters) EventPublished(kind string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.events == nil {
+		c.events = map[string]int{}
+	}
+	c.events[kind]++
+}
+func (c *countingCounters) AddOOMKills(n uint64) { c.mu.Lock(); c.oomKills += n; c.mu.Unlock() }
+func (c *countingCounters) InstanceStart(r string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.starts == nil {
+		c.starts = map[string]int{}
+	}
+	c.starts[r]++
+}
+func (c *countingCounters) InstanceStop(string) {}
 
 // TestOOMInFirstMillisecond: the watch is in place before the first
 // process enters the group, so a hog that runs out of memory at once is

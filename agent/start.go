@@ -47,7 +47,8 @@ func resources(l Limits) *specs.LinuxResources {
 // same id is a conflict. On any failure every step already taken is undone.
 // A caller going away does not abandon a start half-way: ctx is not
 // consulted, a late reply is better than a half-made instance.
-func (a *Agent) Start(ctx context.Context, req Request) (*Instance, error) {
+func (a *Agent) Start(ctx context.Context, req Request) (inst *Instance, err error) {
+	defer func() { a.count(func(c Counters) { c.InstanceStart(result(err)) }) }()
 	spec, exe, err := normalize(req, a.defaults, a.host)
 	if err != nil {
 		return nil, err
@@ -112,7 +113,7 @@ func (a *Agent) Start(ctx context.Context, req Request) (*Instance, error) {
 		in.opMu.Unlock()
 		return nil, err
 	}
-	inst := a.snapshot(in, false)
+	inst = a.snapshot(in, false)
 	// Before the lock goes: an exit handled right after must come later.
 	a.emit(in, EventStarted, "", nil)
 	in.opMu.Unlock()

@@ -18,7 +18,8 @@ const killWait = 10 * time.Second
 // Stop ends an instance: SIGTERM to every process, up to timeout for them
 // to go, then SIGKILL to what is left; then everything the instance held is
 // released. Stopping a stopped instance returns it as it is.
-func (a *Agent) Stop(ctx context.Context, req StopRequest) (*Instance, error) {
+func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err error) {
+	defer func() { a.count(func(c Counters) { c.InstanceStop(result(err)) }) }()
 	if err := validateID("id", req.ID); err != nil {
 		return nil, err
 	}

@@ -32,7 +32,12 @@ func TestMetricsServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{`ward_instance_memory_bytes{id="` + inst.ID + `",index="0",name="metered"}`, "ward_host_cpu_percent ", `ward_instances{state="running"} 1`}
+	// A start refused for bad input counts as such.
+	if _, err := h.client.Start(context.Background(), agent.Request{Name: "", Command: []string{"sleep"}}); err == nil {
+		t.Fatal("a start without a name was accepted")
+	}
+	want := []string{`ward_instance_memory_bytes{id="` + inst.ID + `",index="0",name="metered"}`, "ward_host_cpu_percent ", `ward_instances{state="running"} 1`,
+		`ward_instance_starts_total{result="ok"} 1`, `ward_instance_starts_total{result="invalid_argument"} 1`, `ward_events_published_total{kind="started"} 1`}
 	deadline := time.Now().Add(10 * time.Second)
 	var body string
 	for time.Now().Before(deadline) {

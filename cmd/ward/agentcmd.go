@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
@@ -82,6 +83,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	defer a.Close()
 	var pub *bus.Publisher
 	var routes *router.Registrar
+	var self atomic.Pointer[metrics.Self] // nil (metrics off) is safe to call
 	nc, err := bus.Connect(bus.ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: log, OnReconnect: func() {
 		if pub != nil {
 			pub.Reconnected()
@@ -89,6 +91,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		if routes != nil {
 			routes.Reconnected()
 		}
+		self.Load().BusReconnected()
 	}})
 	if err != nil {
 		return err
@@ -126,6 +129,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		self.Store(m)
+		a.SetCounters(m)
 		srv, err := metrics.Listen(cfg.Metrics.Listen, m.Registry())
 		if err != nil {
 			return err

@@ -1,0 +1,31 @@
+package agent
+
+// Counters are told of what the agent does, for its own metrics
+// (metrics.Self).
+type Counters interface {
+	EventPublished(kind string)
+	AddOOMKills(n uint64)
+	InstanceStart(result string)
+	InstanceStop(result string)
+}
+
+type countersBox struct{ Counters }
+
+// SetCounters makes c the agent's counters (nil: none). They come after
+// New: what reconcile did before is not counted.
+func (a *Agent) SetCounters(c Counters) { a.counters.Store(&countersBox{c}) }
+
+// count calls f with the counters, if any are set.
+func (a *Agent) count(f func(Counters)) {
+	if b := a.counters.Load(); b != nil && b.Counters != nil {
+		f(b.Counters)
+	}
+}
+
+// result names an API call's outcome for a counter: "ok" or the error code.
+func result(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return string(AsError(err).Code)
+}

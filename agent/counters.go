@@ -1,5 +1,7 @@
 package agent
 
+import "time"
+
 // Counters are told of what the agent does, for its own metrics
 // (metrics.Self).
 type Counters interface {
@@ -7,6 +9,7 @@ type Counters interface {
 	AddOOMKills(n uint64)
 	InstanceStart(result string)
 	InstanceStop(result string)
+	ObserveSample(took time.Duration)
 }
 
 type countersBox struct{ Counters }

@@ -148,7 +148,8 @@ func (c *countingCounters) InstanceStart(r string) {
 	}
 	c.starts[r]++
 }
-func (c *countingCounters) InstanceStop(string) {}
+func (c *countingCounters) InstanceStop(string)              {}
+func (c *countingCounters) ObserveSample(took time.Duration) {}
 
 // TestOOMInFirstMillisecond: the watch is in place before the first
 // process enters the group, so a hog that runs out of memory at once is

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"github.com/hostward/ward/reporter"
 )
 
@@ -49,6 +51,10 @@ func (a *Agent) NewReporter(pub reporter.Publisher) (*reporter.Reporter, error) 
 		Source:    reporter.SourceFunc(a.reportInstances),
 		Publisher: pub,
 		Log:       a.log,
+		Observe: func(_ *reporter.Sample, took time.Duration) {
+			a.count(func(c Counters) { c.ObserveSample(took) })
+			a.tagRoutes()
+		},
 	})
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strconv"
 	"sync"
 
 	"github.com/hostward/ward/health"
@@ -11,6 +12,7 @@ import (
 // registrar (router.Registrar).
 type RouteSink interface {
 	Register(router.Route) error
+	Update(router.Route) error // of a registered route; other ids are refused
 	Unregister(id string) error
 }
 
@@ -49,7 +51,7 @@ func (a *Agent) syncRoute(in *instance) {
 	}
 	in.mu.Lock()
 	rec := &in.rec
-	rt := router.Route{ID: rec.Spec.ID, Name: rec.Spec.Name, Index: rec.Spec.Index, Port: rec.Port, URIs: rec.Spec.Routes}
+	rt := a.route(in)
 	routable := rec.State == StateRunning && rec.Port != 0 && len(rec.Spec.Routes) > 0 && !in.removed
 	checked := rec.Spec.HealthCheck != nil
 	in.mu.Unlock()
@@ -73,6 +75,39 @@ func (a *Agent) unroute(in *instance) {
 	if sink := a.routes.get(); sink != nil {
 		if err := sink.Unregister(in.id); err != nil {
 			a.log.Warn("route: unregister", "id", in.id, "err", err)
+		}
+	}
+}
+
+// route is in's registration, tagged with its load from the latest
+// sample. Caller holds in.mu.
+func (a *Agent) route(in *instance) router.Route {
+	rec := &in.rec
+	rt := router.Route{ID: rec.Spec.ID, Name: rec.Spec.Name, Index: rec.Spec.Index, Port: rec.Port, URIs: rec.Spec.Routes}
+	if s, ok := a.sampler.Lookup(rec.Spec.ID); ok {
+		rt.Tags = map[string]string{
+			"load":   strconv.FormatFloat(s.Load, 'f', 1, 64),
+			"weight": strconv.Itoa(s.Weight),
+		}
+	}
+	return rt
+}
+
+// tagRoutes brings the load tags of every routed instance up to date; they
+// go out with the next re-registration.
+func (a *Agent) tagRoutes() {
+	sink := a.routes.get()
+	if sink == nil {
+		return
+	}
+	for _, in := range a.all() {
+		in.mu.Lock()
+		routed := in.rec.State == StateRunning && in.rec.Port != 0 && len(in.rec.Spec.Routes) > 0
+		rt := a.route(in)
+		in.mu.Unlock()
+		if routed {
+			// Refused for a route not registered (unhealthy): as it should be.
+			sink.Update(rt)
 		}
 	}
 }

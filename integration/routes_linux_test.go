@@ -29,7 +29,7 @@ func TestRoutesFollowHealth(t *testing.T) {
 	}
 	h := newHost(t)
 	h.cfg.NATS.Servers = []string{ns.ClientURL()}
-	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(h.cfg)), 0o600); err != nil {
+	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(h.cfg)+"report: {interval: 200ms}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	nc, err := nats.Connect(ns.ClientURL())
@@ -63,6 +63,22 @@ func TestRoutesFollowHealth(t *testing.T) {
 	if msg["port"] != float64(*inst.Port) || len(uris) != 1 || uris[0] != "shop.example.com" || msg["app"] != "shop" ||
 		msg["private_instance_id"] != inst.ID || msg["private_instance_index"] != "3" || tags["component"] != "ward" {
 		t.Fatalf("router.register %s", m.Data)
+	}
+	// A router announcing itself gets every route again at once, tagged
+	// with the instance's load by now.
+	time.Sleep(500 * time.Millisecond)
+	if err := nc.Publish("router.start", []byte(`{"id":"r1","hosts":["10.0.0.1"],"minimumRegisterIntervalInSeconds":1,"pruneThresholdInSeconds":120}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err = reg.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no re-registration after router.start: %v", err)
+	}
+	var again struct {
+		Tags map[string]string `json:"tags"`
+	}
+	if err := json.Unmarshal(m.Data, &again); err != nil || again.Tags["load"] == "" || again.Tags["weight"] == "" || again.Tags["component"] != "ward" {
+		t.Fatalf("re-registration tags %s, want component, load and weight", m.Data)
 	}
 	if err := syscall.Kill(*inst.PID, syscall.SIGUSR1); err != nil { // stop listening
 		t.Fatal(err)

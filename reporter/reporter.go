@@ -31,6 +31,9 @@ type Options struct {
 	Source    Source        // the running instances; required
 	Publisher Publisher     // nil: sample only (Latest still works)
 	Log       *slog.Logger  // nil: slog.Default()
+	// Observe, if set, is given every sample and how long taking it took,
+	// on the Reporter's goroutine, before it is published.
+	Observe func(s *Sample, took time.Duration)
 }
 
 // Reporter samples every Interval, keeps the latest sample for cheap
@@ -88,9 +91,13 @@ func (r *Reporter) Run(ctx context.Context) {
 }
 
 func (r *Reporter) sample() *Sample {
+	t0 := time.Now()
 	s, err := r.opts.Sampler.Sample(r.opts.Source.Instances())
 	if err != nil {
 		r.opts.Log.Warn("load sample incomplete", "err", err)
+	}
+	if r.opts.Observe != nil && s != nil {
+		r.opts.Observe(s, time.Since(t0))
 	}
 	return s
 }

@@ -2,7 +2,6 @@ package acl
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,7 +86,7 @@ func (p *accountsPlan) execute(journal string, oldRaw []byte, files []*etcFile) 
 		}
 	}
 	if len(changed) == 0 {
-		if (oldRaw == nil && p.next.empty()) || bytes.Equal(mustJSON(p.next), oldRaw) {
+		if (oldRaw == nil && p.next.empty()) || bytes.Equal(encodeJournal(p.next), oldRaw) {
 			return nil
 		}
 		return writeAccountsJournal(journal, p.next)
@@ -121,31 +120,18 @@ func (p *accountsPlan) execute(journal string, oldRaw []byte, files []*etcFile) 
 	return writeAccountsJournal(journal, p.next)
 }
 
-func mustJSON(j accountsJournal) []byte {
-	b, _ := json.MarshalIndent(j, "", "  ")
-	return append(b, '\n')
-}
-
 func writeAccountsJournal(path string, j accountsJournal) error {
 	if j.empty() {
 		return removeJournal(path)
 	}
-	return writeJournalBytes(path, mustJSON(j))
+	return writeJournalBytes(path, encodeJournal(j))
 }
 
 func readAccountsJournal(path string) ([]byte, accountsJournal, error) {
 	var j accountsJournal
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, j, nil
-	}
-	if err != nil {
-		return nil, j, fmt.Errorf("acl: accounts journal: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
-		return nil, j, fmt.Errorf("acl: accounts journal %s: %w", path, err)
+	raw, err := readJournal(path, "accounts", &j)
+	if raw == nil || err != nil {
+		return nil, j, err
 	}
 	if j.EtcDir == "" || j.Group == "" || j.GID == 0 {
 		return nil, j, fmt.Errorf("acl: accounts journal %s: no etc_dir, group or gid", path)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -123,7 +124,7 @@ func resolve(paths []string) (targets []*target, absent []string, err error) {
 		}
 		if prev, ok := byInode[t.id]; ok {
 			unix.Close(t.fd)
-			if !contains(prev.from, p) {
+			if !slices.Contains(prev.from, p) {
 				prev.from = append(prev.from, p)
 			}
 			continue
@@ -241,7 +242,7 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 		}
 	}
 	if len(next.Targets)+len(stale) > 0 {
-		during := encodeDenyJournal(denyJournal{GID: gid, Targets: append(append([]denyRecord(nil), next.Targets...), stale...)})
+		during := encodeJournal(denyJournal{GID: gid, Targets: append(append([]denyRecord(nil), next.Targets...), stale...)})
 		// A rerun with nothing new records nothing new: no write, no fsync.
 		if !bytes.Equal(during, oldRaw) {
 			if err := writeJournalBytes(journal, during); err != nil {
@@ -396,17 +397,9 @@ func CheckDeny(paths []string, gid uint32) (DenyStatus, error) {
 
 func readDenyJournal(path string) ([]byte, denyJournal, error) {
 	var j denyJournal
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, j, nil
-	}
-	if err != nil {
-		return nil, j, fmt.Errorf("acl: deny journal: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
-		return nil, j, fmt.Errorf("acl: deny journal %s: %w", path, err)
+	raw, err := readJournal(path, "deny", &j)
+	if raw == nil || err != nil {
+		return nil, j, err
 	}
 	for _, r := range j.Targets {
 		if !filepath.IsAbs(r.Path) || (r.Absent == (r.Before != nil)) {
@@ -421,17 +414,38 @@ func readDenyJournal(path string) ([]byte, denyJournal, error) {
 	return raw, j, nil
 }
 
-func encodeDenyJournal(j denyJournal) []byte {
-	// Cannot fail: strings, numbers, bools and byte slices.
-	b, _ := json.MarshalIndent(j, "", "  ")
-	return append(b, '\n')
-}
-
 func writeOrRemoveDenyJournal(path string, j denyJournal) error {
 	if len(j.Targets) == 0 {
 		return removeJournal(path)
 	}
-	return writeJournalBytes(path, encodeDenyJournal(j))
+	return writeJournalBytes(path, encodeJournal(j))
+}
+
+// readJournal decodes the journal at path into v, strictly: a journal
+// with fields this version does not know is not guessed at. A missing
+// journal is (nil, nil); otherwise the raw bytes come back too, for
+// comparing with what would be written.
+func readJournal(path, what string, v any) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("acl: %s journal: %w", what, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return nil, fmt.Errorf("acl: %s journal %s: %w", what, path, err)
+	}
+	return raw, nil
+}
+
+// encodeJournal is a journal's file content. It cannot fail: journals
+// hold strings, numbers, bools and byte slices.
+func encodeJournal(j any) []byte {
+	b, _ := json.MarshalIndent(j, "", "  ")
+	return append(b, '\n')
 }
 
 // writeJournalBytes replaces the journal durably: the change it announces
@@ -454,13 +468,4 @@ func removeJournal(path string) error {
 		return fmt.Errorf("acl: journal: %w", err)
 	}
 	return nil
-}
-
-func contains(l []string, s string) bool {
-	for _, v := range l {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

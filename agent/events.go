@@ -75,18 +75,15 @@ func (a *Agent) publish(e Event) {
 	a.count(func(c Counters) { c.EventPublished(e.Kind) })
 }
 
+// event is a new event of kind about in, as of now. Caller holds in.mu.
+func (in *instance) event(kind string) Event {
+	return Event{Time: time.Now().UTC(), ID: in.id, Name: in.name, Index: in.index, Kind: kind, State: in.rec.State}
+}
+
 func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
 	in.mu.Lock()
-	e := Event{
-		Time:     time.Now().UTC(),
-		ID:       in.id,
-		Name:     in.name,
-		Index:    in.index,
-		Kind:     kind,
-		State:    in.rec.State,
-		Reason:   reason,
-		ExitCode: exitCode,
-	}
+	e := in.event(kind)
+	e.Reason, e.ExitCode = reason, exitCode
 	if in.rec.State.Terminal() {
 		e.MemoryPeakBytes = in.rec.MemoryPeak
 		e.OOMKills = in.rec.OOMKills
@@ -98,15 +95,8 @@ func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
 
 func (a *Agent) emitLimits(in *instance, l Limits) {
 	in.mu.Lock()
-	e := Event{
-		Time:   time.Now().UTC(),
-		ID:     in.id,
-		Name:   in.name,
-		Index:  in.index,
-		Kind:   EventLimitChanged,
-		State:  in.rec.State,
-		Limits: &l,
-	}
+	e := in.event(EventLimitChanged)
+	e.Limits = &l
 	in.mu.Unlock()
 	a.publish(e)
 }

@@ -35,16 +35,9 @@ func (a *Agent) onHealthChange(id string, from, to health.Status, reason string)
 		return
 	}
 	in.mu.Lock()
-	e := Event{
-		Time:   time.Now().UTC(),
-		ID:     in.id,
-		Name:   in.name,
-		Index:  in.index,
-		Kind:   EventHealthChanged,
-		State:  in.rec.State,
-		Health: string(to),
-		Reason: string(from) + " → " + string(to) + ": " + reason,
-	}
+	e := in.event(EventHealthChanged)
+	e.Health = string(to)
+	e.Reason = string(from) + " → " + string(to) + ": " + reason
 	in.mu.Unlock()
 	a.publish(e)
 	a.syncRoute(in)

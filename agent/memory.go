@@ -119,32 +119,17 @@ func (a *Agent) notifyOOM(in *instance, kills uint64, when string) {
 	}
 	reason := oomReason(endFacts{oomKills: kills, limit: limit}) + when + "; the kernel killed a task, oom.policy notify leaves the instance running"
 	in.mu.Lock()
-	e := Event{
-		Time:     time.Now().UTC(),
-		ID:       in.id,
-		Name:     in.name,
-		Index:    in.index,
-		Kind:     EventOOMKilled,
-		State:    in.rec.State,
-		Reason:   reason,
-		OOMKills: kills,
-	}
+	e := in.event(EventOOMKilled)
+	e.Reason, e.OOMKills = reason, kills
 	in.mu.Unlock()
 	a.publish(e)
 }
 
 func (a *Agent) emitPressure(in *instance, level string) {
 	in.mu.Lock()
-	e := Event{
-		Time:   time.Now().UTC(),
-		ID:     in.id,
-		Name:   in.name,
-		Index:  in.index,
-		Kind:   EventMemoryPressure,
-		State:  in.rec.State,
-		Level:  level,
-		Reason: fmt.Sprintf("memory pressure %s near the %d byte limit", level, *in.rec.Limits.MemoryBytes),
-	}
+	e := in.event(EventMemoryPressure)
+	e.Level = level
+	e.Reason = fmt.Sprintf("memory pressure %s near the %d byte limit", level, *in.rec.Limits.MemoryBytes)
 	in.mu.Unlock()
 	a.publish(e)
 }

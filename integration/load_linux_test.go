@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/hostward/ward/agent"
@@ -19,15 +18,7 @@ import (
 // report.interval with each running instance in it, and info shows the
 // same sample's usage.
 func TestLoadPublished(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	ns := startNATS(t)
 	h := newHost(t)
 	h.cfg.NATS.Servers = []string{ns.ClientURL()}
 	yaml := yamlOf(h.cfg) + "report: {interval: 200ms}\n"

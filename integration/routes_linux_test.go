@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/hostward/ward/agent"
@@ -18,15 +17,7 @@ import (
 // routes with gorouters (router.register in gorouter's field names) and
 // withdraws them (router.unregister) when the instance stops listening.
 func TestRoutesFollowHealth(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	ns := startNATS(t)
 	h := newHost(t)
 	h.cfg.NATS.Servers = []string{ns.ClientURL()}
 	if err := os.WriteFile(h.cfgPath, []byte(yamlOf(h.cfg)+"report: {interval: 200ms}\n"), 0o600); err != nil {

@@ -101,11 +101,7 @@ func forkbomb(c *common, args []string) error {
 		r.Children++
 	}
 	r.Errno, r.Error, r.Threads = errnoName(err), errText(err), threads()
-	if err := c.emit(phaseDone, r); err != nil {
-		return err
-	}
-	c.end(false)
-	return nil
+	return c.done(r)
 }
 
 type spawnResult struct {
@@ -157,11 +153,7 @@ func spawn(c *common, args []string) error {
 		}
 	}
 	r.Errno, r.Error = errnoName(first), errText(first)
-	if err := c.emit(phaseDone, r); err != nil {
-		return err
-	}
-	c.end(false)
-	return nil
+	return c.done(r)
 }
 
 type fillResult struct {
@@ -228,11 +220,7 @@ func fill(c *common, args []string) error {
 			fail("close", err)
 		}
 	}
-	if err := c.emit(phaseDone, r); err != nil {
-		return err
-	}
-	c.end(false)
-	return nil
+	return c.done(r)
 }
 
 // probeReport is one target's outcome: each field is the errno of one
@@ -308,11 +296,7 @@ func probe(c *common, args []string) error {
 		var ws syscall.WaitStatus
 		syscall.Wait4(child, &ws, 0, nil)
 	}
-	if err := c.emit(phaseDone, r); err != nil {
-		return err
-	}
-	c.end(false)
-	return nil
+	return c.done(r)
 }
 
 func probeTarget(dir, file string, pid int) *probeReport {
@@ -549,11 +533,7 @@ func execCmd(c *common, args []string) error {
 	default:
 		r.Errno, r.Error = errnoName(err), err.Error()
 	}
-	if err := c.emit(phaseDone, r); err != nil {
-		return err
-	}
-	c.end(false)
-	return nil
+	return c.done(r)
 }
 
 func intp(v int) *int { return &v }

@@ -147,6 +147,15 @@ func (c *common) end(always bool) {
 	}
 }
 
+// done reports the result and, with -stay, waits for SIGTERM.
+func (c *common) done(result any) error {
+	if err := c.emit(phaseDone, result); err != nil {
+		return err
+	}
+	c.end(false)
+	return nil
+}
+
 // header is the part of every result line that says who wrote it.
 type header struct {
 	Cmd   string `json:"cmd"`

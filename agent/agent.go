@@ -96,6 +96,9 @@ type instance struct {
 	oomAt   time.Time // when the kernel's OOM notification was read
 	// seenKills is the OOM counter as the watcher last reported it.
 	seenKills uint64
+	// diskUsage reads the instance's quota usage for the sampler; made
+	// once (its directory and uid never change), not every sample.
+	diskUsage func() (int64, bool)
 }
 
 // New prepares the agent: it takes the state directory's lock, checks the

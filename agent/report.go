@@ -29,11 +29,14 @@ func (a *Agent) reportInstances() []reporter.Instance {
 		if rec.StartedAt != nil {
 			ri.Started = *rec.StartedAt
 		}
-		target := a.quotaTarget(rec)
-		ri.Disk = func() (int64, bool) {
-			n, err := a.quota.Usage(target)
-			return n, err == nil
+		if in.diskUsage == nil {
+			target := a.quotaTarget(rec)
+			in.diskUsage = func() (int64, bool) {
+				n, err := a.quota.Usage(target)
+				return n, err == nil
+			}
 		}
+		ri.Disk = in.diskUsage
 		in.mu.Unlock()
 		out = append(out, ri)
 	}

@@ -113,7 +113,9 @@ func (m *Manager) parentDirs() []string {
 }
 
 func (m *Manager) group(name string) *Group {
-	return &Group{m: m, name: name, path: m.Path(name)}
+	g := &Group{m: m, name: name, path: m.Path(name)}
+	g.dirs = g.buildDirs()
+	return g
 }
 
 // Create makes group name with res applied. It fails with ErrExist if the
@@ -300,6 +302,10 @@ type Group struct {
 
 	v1 cgroup1.Cgroup   // set on v1
 	v2 *cgroup2.Manager // set on v2
+
+	// dirs is built once: the sampler asks for it for every instance in
+	// every sample.
+	dirs []string
 }
 
 func (g *Group) Name() string { return g.name }
@@ -309,7 +315,11 @@ func (g *Group) Path() string { return g.path }
 
 // Dirs are the group's filesystem directories: on v1 one per controller
 // (Root/<controller>/<path>), whether or not it currently exists; on v2 one.
-func (g *Group) Dirs() []string {
+//
+// The slice is shared: callers must not modify it.
+func (g *Group) Dirs() []string { return g.dirs }
+
+func (g *Group) buildDirs() []string {
 	if g.m.mode == V2 {
 		return []string{filepath.Join(g.m.root, g.path)}
 	}

@@ -19,14 +19,24 @@ func nextLine(b []byte) (line, rest []byte) {
 	return b, nil
 }
 
-// field splits b at the first run of spaces or tabs.
+// field splits b at the first run of spaces or tabs. Hand-written: the
+// bytes package's cutset functions build a set on every call, and field
+// runs for every line of every file of every instance.
 func field(b []byte) (f, rest []byte) {
-	b = bytes.TrimLeft(b, " \t")
-	i := bytes.IndexAny(b, " \t")
-	if i < 0 {
-		return b, nil
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
 	}
-	return b[:i], bytes.TrimLeft(b[i:], " \t")
+	b = b[i:]
+	j := 0
+	for j < len(b) && b[j] != ' ' && b[j] != '\t' {
+		j++
+	}
+	f = b[:j]
+	for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
+		j++
+	}
+	return f, b[j:]
 }
 
 // atou parses a decimal unsigned integer.
@@ -57,76 +67,67 @@ func parseUint(b []byte) (uint64, error) {
 	return v, nil
 }
 
-// keyValues calls fn for every "key value" line of a flat-keyed file
-// (memory.stat, cpu.stat). fn returns false to stop early.
-func keyValues(b []byte, fn func(key []byte, v uint64) bool) error {
-	for len(b) > 0 {
+// lookupKeys reads the values of keys from a flat-keyed file (memory.stat,
+// cpu.stat: "key value" lines) into vals, in the order of keys, and
+// returns a bit per key found. Only the values of keys asked for are
+// parsed, and the scan stops once all are found: a v1 memory.stat has 42
+// lines, and 1,000 instances are read every interval.
+func lookupKeys(b []byte, keys []string, vals []uint64) (found uint, err error) {
+	all := uint(1)<<len(keys) - 1
+	for len(b) > 0 && found != all {
 		var line []byte
 		line, b = nextLine(b)
-		if len(line) == 0 {
-			continue
-		}
 		k, rest := field(line)
-		v, ok := atou(bytes.TrimSpace(rest))
-		if !ok {
-			return fmt.Errorf("%w: line %q", errFormat, truncate(line))
-		}
-		if !fn(k, v) {
-			return nil
+		for i, key := range keys {
+			if string(k) != key {
+				continue
+			}
+			v, ok := atou(bytes.TrimRight(rest, " \t"))
+			if !ok {
+				return found, fmt.Errorf("%w: line %q", errFormat, truncate(line))
+			}
+			vals[i], found = v, found|1<<i
+			break
 		}
 	}
-	return nil
+	return found, nil
 }
 
+// The keys each parser looks up, in the order of its vals.
+var (
+	// The total_* fields include the group's descendants, which the
+	// plain fields do not.
+	v1MemoryKeys = []string{"total_rss", "total_cache", "total_inactive_file"}
+	v2MemoryKeys = []string{"anon", "file", "inactive_file"}
+	v2CPUKeys    = []string{"usage_usec"}
+)
+
 // parseV1MemoryStat returns the working set from a v1 memory.stat:
-// total_rss + total_cache − total_inactive_file. The total_* fields include
-// the group's descendants, which the plain fields do not.
+// total_rss + total_cache − total_inactive_file.
 func parseV1MemoryStat(b []byte) (uint64, error) {
-	var rss, cache, inactive uint64
-	var seen int
-	err := keyValues(b, func(k []byte, v uint64) bool {
-		switch string(k) {
-		case "total_rss":
-			rss, seen = v, seen|1
-		case "total_cache":
-			cache, seen = v, seen|2
-		case "total_inactive_file":
-			inactive, seen = v, seen|4
-		}
-		return seen != 7
-	})
+	var v [3]uint64
+	found, err := lookupKeys(b, v1MemoryKeys, v[:])
 	if err != nil {
 		return 0, err
 	}
-	if seen != 7 {
+	if found != 7 {
 		return 0, fmt.Errorf("%w: memory.stat lacks total_rss, total_cache or total_inactive_file", errFormat)
 	}
-	return workingSet(rss+cache, inactive), nil
+	return workingSet(v[0]+v[1], v[2]), nil
 }
 
 // parseV2MemoryStat returns the working set from a v2 memory.stat:
 // anon + file − inactive_file.
 func parseV2MemoryStat(b []byte) (uint64, error) {
-	var anon, file, inactive uint64
-	var seen int
-	err := keyValues(b, func(k []byte, v uint64) bool {
-		switch string(k) {
-		case "anon":
-			anon, seen = v, seen|1
-		case "file":
-			file, seen = v, seen|2
-		case "inactive_file":
-			inactive, seen = v, seen|4
-		}
-		return seen != 7
-	})
+	var v [3]uint64
+	found, err := lookupKeys(b, v2MemoryKeys, v[:])
 	if err != nil {
 		return 0, err
 	}
-	if seen != 7 {
+	if found != 7 {
 		return 0, fmt.Errorf("%w: memory.stat lacks anon, file or inactive_file", errFormat)
 	}
-	return workingSet(anon+file, inactive), nil
+	return workingSet(v[0]+v[1], v[2]), nil
 }
 
 // workingSet subtracts without wrapping: the counters are read at slightly
@@ -140,22 +141,15 @@ func workingSet(used, inactive uint64) uint64 {
 
 // parseV2CPUStat returns usage_usec from a v2 cpu.stat, in nanoseconds.
 func parseV2CPUStat(b []byte) (uint64, error) {
-	var usec uint64
-	found := false
-	err := keyValues(b, func(k []byte, v uint64) bool {
-		if string(k) == "usage_usec" {
-			usec, found = v, true
-			return false
-		}
-		return true
-	})
+	var v [1]uint64
+	found, err := lookupKeys(b, v2CPUKeys, v[:])
 	if err != nil {
 		return 0, err
 	}
-	if !found {
+	if found != 1 {
 		return 0, fmt.Errorf("%w: cpu.stat lacks usage_usec", errFormat)
 	}
-	return usec * 1000, nil
+	return v[0] * 1000, nil
 }
 
 // parseV1Blkio sums the Read and Write lines of every device in a v1

@@ -203,20 +203,26 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 	}
 
 	out.Instances = make([]InstanceSample, 0, len(instances))
+	// The optional figures point into two arrays made once per sample
+	// (room for every instance, so append never moves them): 1,000
+	// instances cost two allocations, not 5,000.
+	vals := floats(make([]float64, 0, 4*len(instances)))
+	disks := make([]int64, 0, len(instances))
 	s.rows = s.rows[:0]
 	var totalShares int64
 	for i := range instances {
 		in := &instances[i]
-		if err := s.checkInstance(in); err != nil {
-			instErr(err)
-			continue
-		}
 		if _, dup := out.byID[in.ID]; dup {
 			instErr(fmt.Errorf("reporter: instance %q: id: listed twice", in.ID))
 			continue
 		}
+		st, err := s.state(in)
+		if err != nil {
+			instErr(err)
+			continue
+		}
 		is := InstanceSample{ID: in.ID, Name: in.Name, Index: in.Index}
-		gone, err := s.readInstance(in, &is, out.Host.MemTotalBytes)
+		gone, err := s.readInstance(in, st, &is, out.Host.MemTotalBytes, &vals)
 		if err != nil {
 			instErr(fmt.Errorf("reporter: instance %q: %w", in.ID, err))
 			continue
@@ -226,7 +232,8 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 		}
 		if in.Disk != nil {
 			if v, ok := in.Disk(); ok {
-				is.DiskBytes = &v
+				disks = append(disks, v)
+				is.DiskBytes = &disks[len(disks)-1]
 			}
 		}
 		r := row{shares: in.CPUShares, millicores: in.CPUMillicores}
@@ -255,9 +262,8 @@ func (s *Sampler) Sample(instances []Instance) (*Sample, error) {
 		is.FairShareCores = FairShare(h.Cores, r.shares, totalShares, r.millicores)
 		var sharePct float64
 		if is.CPUPct != nil && is.FairShareCores > 0 {
-			v := *is.CPUPct / is.FairShareCores
-			is.CPUSharePct = &v
-			sharePct = v
+			sharePct = *is.CPUPct / is.FairShareCores
+			is.CPUSharePct = vals.add(sharePct)
 		}
 		is.Load = InstanceLoad(s.weights, h.Load, Load(s.weights, sharePct, is.MemPct))
 		is.Weight = Weight(is.Load)
@@ -292,15 +298,20 @@ func (s *Sampler) checkInstance(in *Instance) error {
 	return nil
 }
 
-// state returns the remembered state of in, starting afresh when in is new
-// or now lives in a different group.
-func (s *Sampler) state(in *Instance) *instState {
+// state returns the remembered state of in, starting afresh — after
+// checking in — when in is new or now lives in a different group. A known
+// instance is not checked again: its dirs are the ones checked before.
+func (s *Sampler) state(in *Instance) (*instState, error) {
 	st := s.insts[in.ID]
 	if st != nil && !slices.Equal(st.dirs, in.Dirs) {
 		st.close()
+		delete(s.insts, in.ID)
 		st = nil
 	}
 	if st == nil {
+		if err := s.checkInstance(in); err != nil {
+			return nil, err
+		}
 		st = &instState{dirs: slices.Clone(in.Dirs)}
 		if s.mode == cgroup.V1 {
 			st.mem = newKfile(filepath.Join(in.Dirs[s.memIdx], "memory.stat"))
@@ -320,13 +331,12 @@ func (s *Sampler) state(in *Instance) *instState {
 		s.insts[in.ID] = st
 	}
 	st.gen = s.gen
-	return st
+	return st, nil
 }
 
 // readInstance fills is with in's figures. gone reports that in's group no
 // longer exists.
-func (s *Sampler) readInstance(in *Instance, is *InstanceSample, hostMem uint64) (gone bool, err error) {
-	st := s.state(in)
+func (s *Sampler) readInstance(in *Instance, st *instState, is *InstanceSample, hostMem uint64, vals *floats) (gone bool, err error) {
 	v1 := s.mode == cgroup.V1
 
 	b, err := st.mem.read(&s.buf)
@@ -394,20 +404,20 @@ func (s *Sampler) readInstance(in *Instance, is *InstanceSample, hostMem uint64)
 	// same id and path: treat the reading as a first one.
 	if cpuOK {
 		if st.haveCPU && cpuNs >= st.cpuNs {
-			is.CPUPct = rate(cpuNs-st.cpuNs, now.Sub(st.at), 100/1e9)
+			is.CPUPct = vals.rate(cpuNs-st.cpuNs, now.Sub(st.at), 100/1e9)
 		} else {
-			is.CPUPct = sinceStart(cpuNs, in.Started, now, 100/1e9)
+			is.CPUPct = vals.sinceStart(cpuNs, in.Started, now, 100/1e9)
 		}
 		st.cpuNs, st.haveCPU = cpuNs, true
 	}
 	if ioOK {
 		is.IOReadBytes, is.IOWriteBytes = rd, wr
 		if st.haveIO && rd >= st.rd && wr >= st.wr {
-			is.IOReadBps = rate(rd-st.rd, now.Sub(st.at), 1)
-			is.IOWriteBps = rate(wr-st.wr, now.Sub(st.at), 1)
+			is.IOReadBps = vals.rate(rd-st.rd, now.Sub(st.at), 1)
+			is.IOWriteBps = vals.rate(wr-st.wr, now.Sub(st.at), 1)
 		} else {
-			is.IOReadBps = sinceStart(rd, in.Started, now, 1)
-			is.IOWriteBps = sinceStart(wr, in.Started, now, 1)
+			is.IOReadBps = vals.sinceStart(rd, in.Started, now, 1)
+			is.IOWriteBps = vals.sinceStart(wr, in.Started, now, 1)
 		}
 		st.rd, st.wr, st.haveIO = rd, wr, true
 	}
@@ -434,12 +444,28 @@ func rate(delta uint64, dt time.Duration, scale float64) *float64 {
 	return &v
 }
 
+// floats holds a sample's optional figures; its methods are rate and
+// sinceStart with the result stored in it rather than allocated.
+type floats []float64
+
+func (f *floats) add(v float64) *float64 {
+	*f = append(*f, v)
+	return &(*f)[len(*f)-1]
+}
+
+func (f *floats) rate(delta uint64, dt time.Duration, scale float64) *float64 {
+	if dt <= 0 {
+		return nil
+	}
+	return f.add(float64(delta) / dt.Seconds() * scale)
+}
+
 // sinceStart is the average rate since started; nil when that is unknown.
-func sinceStart(total uint64, started, now time.Time, scale float64) *float64 {
+func (f *floats) sinceStart(total uint64, started, now time.Time, scale float64) *float64 {
 	if started.IsZero() {
 		return nil
 	}
-	return rate(total, now.Sub(started), scale)
+	return f.rate(total, now.Sub(started), scale)
 }
 
 // readHost fills h. Host CPU is over the time since the previous sample

@@ -28,6 +28,18 @@ func BenchmarkInfo(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// As in `ward agent`, the reporter's latest sample is what info
+	// reports as usage.
+	r, err := a.NewReporter(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	for _, ok := r.Lookup(inst.ID); !ok; _, ok = r.Lookup(inst.ID) {
+		time.Sleep(time.Millisecond)
+	}
 	body, _ := json.Marshal(agent.InfoRequest{ID: inst.ID})
 	subj := "ward." + cfg.HostID + ".info"
 	const clients = 8

@@ -94,6 +94,12 @@ type instance struct {
 	cpu     cpuTracker
 	oomKill bool      // the agent killed the instance because it ran out of memory
 	oomAt   time.Time // when the kernel's OOM notification was read
+	// announced sends the started event of a start not yet recorded
+	// running (see create); nil otherwise. Guarded by opMu.
+	announced func()
+	// endAnnounced: this agent has emitted the instance's terminal event
+	// (see finish). Guarded by opMu.
+	endAnnounced bool
 	// seenKills is the OOM counter as the watcher last reported it.
 	seenKills uint64
 	// diskUsage reads the instance's quota usage for the sampler; made

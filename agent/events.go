@@ -60,17 +60,49 @@ func EventSubject(host, kind string) string { return "ward." + host + ".events."
 // and hands it to local subscribers. The number comes from the outbox so it
 // survives restarts: a host's events are numbered 1, 2, 3... for life.
 func (a *Agent) publish(e Event) {
+	a.deliver(a.number(e, false))
+}
+
+// announce is publish for an event whose change is not on record yet: it is
+// numbered and stored at once, so that no crash after the record is written
+// can lose it, but neither the bus nor a local subscriber sees it before
+// commit is called, once the record says it. An agent that dies in between
+// leaves the event stored for the next one's reconcile to answer (see
+// announcedStarts).
+func (a *Agent) announce(e Event) (commit func()) {
+	e = a.number(e, true)
+	return func() {
+		if e.Seq != 0 {
+			a.outbox.Release(e.Seq)
+		}
+		a.deliver(e)
+	}
+}
+
+// number stores e in the outbox, held back from the bus if held, and
+// returns it with its number (0 if it could not be stored).
+func (a *Agent) number(e Event, held bool) Event {
 	e.Host = a.cfg.HostID
-	it, err := a.outbox.Append(func(seq uint64) (string, []byte, error) {
+	store := a.outbox.Append
+	if held {
+		store = a.outbox.AppendHeld
+	}
+	it, err := store(func(seq uint64) (string, []byte, error) {
 		e.Seq = seq
 		b, err := json.Marshal(e)
 		return EventSubject(e.Host, e.Kind), b, err
 	})
 	if err != nil {
 		a.log.Error("event not stored: it will not reach the bus", "id", e.ID, "kind", e.Kind, "err", err)
+		e.Seq = 0
 	} else {
 		e.Seq = it.Seq
 	}
+	return e
+}
+
+// deliver hands a numbered event to local subscribers.
+func (a *Agent) deliver(e Event) {
 	a.events.Publish(e)
 	a.count(func(c Counters) { c.EventPublished(e.Kind) })
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -34,8 +35,9 @@ func (a *Agent) reconcile() error {
 		// (its cgroup would look unowned) or leak one: an operator decides.
 		return fmt.Errorf("%w; move the file aside to start without it", err)
 	}
+	announced := a.announcedStarts(recs)
 	for _, rec := range recs {
-		if err := a.recover(rec); err != nil {
+		if err := a.recover(rec, announced[rec.Spec.ID]); err != nil {
 			return err
 		}
 	}
@@ -45,13 +47,14 @@ func (a *Agent) reconcile() error {
 }
 
 // recover brings one record's instance back under management:
-//   - starting: the start was never acknowledged; it is rolled back.
+//   - starting: the start was never acknowledged; it is rolled back, and
+//     if its started event is stored (announced), its end follows it.
 //   - running: the process is re-adopted if it still lives (same pid, same
 //     start time); otherwise it ended while the agent was down — exited,
 //     status unknown — and the rest of the instance is released.
 //   - stopping: the stop is finished.
 //   - terminal, not yet released: the release is finished.
-func (a *Agent) recover(rec *record) error {
+func (a *Agent) recover(rec *record, announced bool) error {
 	in := &instance{id: rec.Spec.ID, name: rec.Spec.Name, index: rec.Spec.Index, rec: *rec}
 	log := a.log.With("id", in.id)
 	if !rec.Released {
@@ -71,8 +74,11 @@ func (a *Agent) recover(rec *record) error {
 		}
 	}
 	if rec.State == StateStarting {
-		log.Info("reconcile: rolling back an unfinished start")
+		log.Info("reconcile: rolling back an unfinished start", "announced", announced)
 		a.rollbackStart(in, true)
+		if announced {
+			a.emitRolledBack(in)
+		}
 		return nil
 	}
 	a.mu.Lock()
@@ -161,14 +167,45 @@ func (a *Agent) recover(rec *record) error {
 	return nil
 }
 
+// announcedStarts finds the starts among recs whose started event is in
+// the outbox although their record never said running: the agent died
+// between storing the event and recording the start (see create). Nothing
+// of the outbox has been sent since — this runs before any publisher — so
+// the event has not gone out yet, and it is answered with the end of the
+// start it announces. Cheap when no record is starting: nothing is read.
+func (a *Agent) announcedStarts(recs []*record) map[string]bool {
+	starting := map[string]time.Time{}
+	for _, rec := range recs {
+		if rec.State == StateStarting {
+			starting[rec.Spec.ID] = rec.CreatedAt
+		}
+	}
+	if len(starting) == 0 {
+		return nil
+	}
+	announced := map[string]bool{}
+	for _, it := range a.outbox.Pending(a.outbox.Len()) {
+		if !strings.HasSuffix(it.Subject, ".events."+EventStarted) {
+			continue
+		}
+		var e Event
+		if json.Unmarshal(it.Data, &e) != nil {
+			continue
+		}
+		// Not an earlier instance's under the same id, long forgotten.
+		if created, ok := starting[e.ID]; ok && !e.Time.Before(created) {
+			announced[e.ID] = true
+		}
+	}
+	return announced
+}
+
 func (a *Agent) recoverFinish(in *instance, state State, reason string) error {
 	a.log.Info("reconcile: instance ended", "id", in.id, "state", state, "reason", reason)
 	if err := a.finish(in, state, reason, true); err != nil {
 		// Recorded as terminal already; the next scan or agent retries.
 		a.log.Error("reconcile: release", "id", in.id, "err", err)
 	}
-	inst := a.snapshot(in, false)
-	a.emit(in, eventKind(state), reason, inst.ExitCode)
 	return nil
 }
 

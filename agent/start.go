@@ -114,8 +114,6 @@ func (a *Agent) Start(ctx context.Context, req Request) (inst *Instance, err err
 		return nil, err
 	}
 	inst = a.snapshot(in, false)
-	// Before the lock goes: an exit handled right after must come later.
-	a.emit(in, EventStarted, "", nil)
 	in.opMu.Unlock()
 	return inst, nil
 }
@@ -234,10 +232,20 @@ func (a *Agent) create(in *instance) error {
 	rec.PID = p.Pid
 	rec.StartTime = p.StartTime
 	rec.StartedAt = &started
+	e := in.event(EventStarted)
 	in.mu.Unlock()
+	// Stored before the record says running, sent only after: a crash
+	// between the two can neither lose the event nor send it for a start
+	// that reconcile then rolls back (it answers it with an end instead).
+	// Under in.opMu: an exit handled right after comes later.
+	in.announced = a.announce(e)
+	crashpoint("start:announced")
 	if err := a.store.save(rec); err != nil {
 		return internal(err)
 	}
+	commit := in.announced
+	in.announced = nil
+	commit()
 	crashpoint("start:running")
 	a.watch(in)
 	a.checkHealth(in)
@@ -325,6 +333,24 @@ func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	a.mu.Lock()
 	delete(a.instances, rec.Spec.ID)
 	a.mu.Unlock()
+	if commit := in.announced; commit != nil {
+		// The start was announced but never recorded: it goes out, and
+		// its end after it.
+		in.announced = nil
+		commit()
+		a.emitRolledBack(in)
+	}
+}
+
+// emitRolledBack announces the end of an instance whose start was
+// announced (its process ran) and then rolled back.
+func (a *Agent) emitRolledBack(in *instance) {
+	in.mu.Lock()
+	in.rec.State = StateStopped
+	e := in.event(EventStopped)
+	e.Reason = "start rolled back: it was never recorded running"
+	in.mu.Unlock()
+	a.publish(e)
 }
 
 func (a *Agent) releaseLeases(rec *record) {

@@ -76,9 +76,7 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err err
 	if err := a.finish(in, end, reason, false); err != nil {
 		return nil, internal(err)
 	}
-	inst := a.snapshot(in, false)
-	a.emit(in, eventKind(end), inst.Reason, inst.ExitCode)
-	return inst, nil
+	return a.snapshot(in, false), nil
 }
 
 // terminate sends SIGTERM to every process and waits up to grace for the
@@ -111,10 +109,16 @@ func (a *Agent) terminate(in *instance, grace time.Duration) {
 	}
 }
 
-// finish moves an instance to a terminal state and releases what it held.
-// With recordFirst the terminal state (and exit status) is written before
-// the release, so a crash mid-release loses nothing the agent knew; a stop
-// needs no such write, its "stopping" record already says what to finish.
+// finish moves an instance to a terminal state, releases what it held and
+// announces its end. With recordFirst the terminal state (and exit status)
+// is written before the release, so a crash mid-release loses nothing the
+// agent knew; a stop needs no such write, its "stopping" record already
+// says what to finish.
+//
+// The end is announced after the release and before the record says
+// "released": a released record has always been announced, and an agent
+// that dies before that write finds the release unfinished and announces
+// the end again (at least once, never lost).
 func (a *Agent) finish(in *instance, state State, reason string, recordFirst bool) error {
 	in.mu.Lock()
 	rec := &in.rec
@@ -136,10 +140,13 @@ func (a *Agent) finish(in *instance, state State, reason string, recordFirst boo
 	in.mu.Unlock()
 	if recordFirst {
 		if err := a.store.save(rec); err != nil {
+			a.announceEnd(in)
 			return err
 		}
 	}
-	if err := a.release(in); err != nil {
+	err := a.release(in)
+	a.announceEnd(in)
+	if err != nil {
 		a.store.save(rec) // the terminal state at least; the release is retried
 		return err
 	}
@@ -150,6 +157,19 @@ func (a *Agent) finish(in *instance, state State, reason string, recordFirst boo
 	// end up held by two records after a crash.
 	a.releaseLeases(rec)
 	return nil
+}
+
+// announceEnd emits in's terminal event, once per agent: a release retried
+// after a failure does not announce the end again. Caller holds in.opMu.
+func (a *Agent) announceEnd(in *instance) {
+	if in.endAnnounced {
+		return
+	}
+	in.endAnnounced = true
+	in.mu.Lock()
+	state, reason, code := in.rec.State, in.rec.Reason, in.rec.ExitCode
+	in.mu.Unlock()
+	a.emit(in, eventKind(state), reason, code)
 }
 
 // setExit records how the main process ended. Caller holds in.mu.
@@ -256,9 +276,7 @@ func (a *Agent) watch(in *instance) {
 		if err := a.finish(in, state, reason, true); err != nil {
 			a.log.Error("instance exit: release", "id", in.id, "err", err)
 		}
-		inst := a.snapshot(in, false)
 		a.log.Info("instance ended", "id", in.id, "state", state, "reason", reason)
-		a.emit(in, eventKind(state), reason, inst.ExitCode)
 		if killedForOOM && a.oomLatency != nil {
 			in.mu.Lock()
 			at := in.oomAt

@@ -60,7 +60,7 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 	checkSteady("plain SIGKILL")
 	leakcheck.Check(t, h.cfg, live())
 
-	for n, cp := range []string{"start:recorded", "start:cgroup", "start:spawned", "start:running"} {
+	for n, cp := range []string{"start:recorded", "start:cgroup", "start:spawned", "start:announced", "start:running"} {
 		h.kill()
 		h.start(cp)
 		id := fmt.Sprintf("inflight-%d", n)

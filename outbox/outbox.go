@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -42,6 +43,7 @@ type Outbox struct {
 	next    uint64 // next sequence number
 	last    uint64 // value of the "last" file
 	pending []Item
+	held    map[uint64]struct{} // stored, not to be sent yet (AppendHeld)
 	notify  chan struct{}
 }
 
@@ -52,7 +54,7 @@ func Open(dir string) (*Outbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
-	o := &Outbox{dir: dir, notify: make(chan struct{}, 1)}
+	o := &Outbox{dir: dir, held: map[uint64]struct{}{}, notify: make(chan struct{}, 1)}
 	if b, err := os.ReadFile(filepath.Join(dir, "last")); err == nil {
 		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil {
@@ -106,6 +108,31 @@ func readItem(path string, seq uint64) (Item, error) {
 // (not yet synced, see Sync) before returning it. Items are numbered in
 // Append order.
 func (o *Outbox) Append(build func(seq uint64) (subject string, data []byte, err error)) (Item, error) {
+	return o.append(build, false)
+}
+
+// AppendHeld is Append for an item announcing a change that is not yet on
+// record elsewhere: it is numbered and stored now, so that no crash after
+// the change is recorded can lose it, but Pending returns neither it nor
+// any later item until Release. Holding is in memory only: a reopened
+// outbox returns every item it finds, and its owner, before anything is
+// sent, decides whether what a formerly held item announces came true.
+func (o *Outbox) AppendHeld(build func(seq uint64) (subject string, data []byte, err error)) (Item, error) {
+	return o.append(build, true)
+}
+
+// Release lets a held item, and the items after it, be sent.
+func (o *Outbox) Release(seq uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.held, seq)
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (o *Outbox) append(build func(seq uint64) (subject string, data []byte, err error), held bool) (Item, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	seq := o.next
@@ -124,6 +151,10 @@ func (o *Outbox) Append(build func(seq uint64) (subject string, data []byte, err
 	o.next++
 	it := Item{Seq: seq, Subject: subj, Data: data}
 	o.pending = append(o.pending, it)
+	if held {
+		o.held[seq] = struct{}{}
+		return it, nil
+	}
 	select {
 	case o.notify <- struct{}{}:
 	default:
@@ -153,11 +184,19 @@ func (o *Outbox) Sync(items []Item) error {
 	return atomicfile.SyncDir(o.dir)
 }
 
-// Pending returns up to max of the oldest unconfirmed items.
+// Pending returns up to max of the oldest unconfirmed items, stopping
+// short of the first held one: items go out in order.
 func (o *Outbox) Pending(max int) []Item {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := min(max, len(o.pending))
+	if len(o.held) > 0 {
+		first := uint64(math.MaxUint64)
+		for seq := range o.held {
+			first = min(first, seq)
+		}
+		n = min(n, sort.Search(len(o.pending), func(i int) bool { return o.pending[i].Seq >= first }))
+	}
 	return append([]Item(nil), o.pending[:n]...)
 }
 
@@ -168,7 +207,7 @@ func (o *Outbox) Len() int {
 	return len(o.pending)
 }
 
-// Notify receives a value after an Append (coalesced).
+// Notify receives a value after an Append or a Release (coalesced).
 func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 
 // Ack removes every item numbered upTo or lower: the bus confirmed them.

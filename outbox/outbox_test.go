@@ -95,3 +95,51 @@ func TestSync(t *testing.T) {
 		t.Fatal("sync of a missing item succeeded")
 	}
 }
+
+// TestHeldItemWaitsForRelease: a held item, and everything after it, is
+// not sent until released; holding does not survive a reopen, which
+// returns every stored item in order.
+func TestHeldItemWaitsForRelease(t *testing.T) {
+	dir := t.TempDir()
+	o, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, o, 1)
+	held, err := o.AppendHeld(func(seq uint64) (string, []byte, error) {
+		return "ward.h.events.started", []byte(fmt.Sprintf(`{"seq":%d}`, seq)), nil
+	})
+	if err != nil || held.Seq != 2 {
+		t.Fatalf("AppendHeld: %+v %v", held, err)
+	}
+	appendN(t, o, 1)
+	if p := o.Pending(10); len(p) != 1 || p[0].Seq != 1 {
+		t.Fatalf("pending with 2 held: %+v, want only 1", p)
+	}
+	if o.Len() != 3 || o.Last() != 3 {
+		t.Fatalf("len %d last %d, want 3 and 3", o.Len(), o.Last())
+	}
+
+	// A crash before the release: the reopened outbox holds nothing back.
+	o2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := o2.Pending(10); len(p) != 3 || p[1].Seq != 2 || string(p[1].Data) != `{"seq":2}` {
+		t.Fatalf("after reopen: %+v, want 1, 2, 3", p)
+	}
+
+	select {
+	case <-o.Notify():
+	default:
+	}
+	o.Release(held.Seq)
+	select {
+	case <-o.Notify():
+	default:
+		t.Fatal("no notification after Release")
+	}
+	if p := o.Pending(10); len(p) != 3 || p[1].Seq != 2 || p[2].Seq != 3 {
+		t.Fatalf("pending after release: %+v, want 1, 2, 3", p)
+	}
+}

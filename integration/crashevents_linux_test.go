@@ -1,0 +1,106 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/outbox"
+)
+
+// TestNoEventLostToACrash: an agent killed between recording a change and
+// announcing it leaves the announcement to the next agent — a start
+// recorded running, an end recorded before its release — and one killed
+// between storing a started event and recording the start answers it with
+// the start's end: no consumer waits forever for an instance that never
+// ran.
+func TestNoEventLostToACrash(t *testing.T) {
+	h := newHost(t) // no bus: every event stays in the outbox to be read
+	ctx := context.Background()
+
+	// (Sections, not subtests: the host's helpers fail the test they were
+	// made for.)
+	{
+		h.start("start:running")
+		if _, err := h.client.Start(ctx, agent.Request{ID: "rec", Name: "rec", Command: []string{"sleep", "1000"}}); err == nil {
+			t.Fatal("start succeeded through its crash point")
+		}
+		h.waitDead()
+		h.start("")
+		if in := h.info("rec"); in.State != agent.StateRunning {
+			t.Fatalf("start:running: after the crash: %s, want running", in.State)
+		}
+		if kinds := outboxKinds(t, h, "rec"); len(kinds) != 1 || kinds[0] != agent.EventStarted {
+			t.Fatalf("start:running: events %v, want [started]", kinds)
+		}
+	}
+	{
+		h.kill()
+		h.start("start:announced")
+		if _, err := h.client.Start(ctx, agent.Request{ID: "ann", Name: "ann", Command: []string{"sleep", "1000"}}); err == nil {
+			t.Fatal("start succeeded through its crash point")
+		}
+		h.waitDead()
+		h.start("")
+		for _, in := range h.list() {
+			if in.ID == "ann" {
+				t.Fatalf("start:announced: unrecorded start not rolled back: %+v", in)
+			}
+		}
+		if kinds := outboxKinds(t, h, "ann"); len(kinds) != 2 || kinds[0] != agent.EventStarted || kinds[1] != agent.EventStopped {
+			t.Fatalf("start:announced: events %v, want [started stopped]", kinds)
+		}
+	}
+
+	// An instance ends on its own; its release is cut short. The record
+	// already says crashed: the next agent finishes the release, and must
+	// announce the end the dead one never did.
+	{
+		h.kill()
+		h.start("release:cgroup")
+		if _, err := h.client.Start(ctx, agent.Request{ID: "end", Name: "end", Command: []string{"sh", "-c", "sleep 0.3; exit 3"}}); err != nil {
+			t.Fatal(err)
+		}
+		h.waitDead()
+		h.start("")
+		if in := h.info("end"); in.State != agent.StateCrashed {
+			t.Fatalf("release:cgroup: after the crash: %s, want crashed", in.State)
+		}
+		if kinds := outboxKinds(t, h, "end"); len(kinds) != 2 || kinds[0] != agent.EventStarted || kinds[1] != agent.EventCrashed {
+			t.Fatalf("release:cgroup: events %v, want [started crashed]", kinds)
+		}
+	}
+}
+
+func (h *host) info(id string) agent.Instance {
+	h.t.Helper()
+	in, err := h.client.Info(context.Background(), agent.InfoRequest{ID: id})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return *in
+}
+
+// outboxKinds stops the agent and lists, in order, the kinds of the events
+// about id waiting in its outbox.
+func outboxKinds(t *testing.T, h *host, id string) []string {
+	t.Helper()
+	h.kill() // the outbox is read as a restarted agent would, with nobody writing
+	ob, err := outbox.Open(filepath.Join(h.cfg.StateDir, "outbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, it := range ob.Pending(ob.Len()) {
+		var e agent.Event
+		if err := json.Unmarshal(it.Data, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.ID == id {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	return kinds
+}

@@ -49,13 +49,21 @@ func BenchmarkStartStop(b *testing.B) {
 // order rotates every iteration, so none of them always runs right after
 // another's cleanup. Run with -benchtime=300x; needs root, runc, busybox
 // and cgroup-tools (scripts/bench installs them).
+//
+// A fourth, interleaved the same way, is the disk: a 4 KiB write and fsync
+// on the filesystem of ward's state. ward's cycle syncs its records and
+// events several times, runc's and cgexec's write nothing durable, so a
+// disk slowed by other work moves ward's cycle and the ratios; the fsync
+// figures show when that happened.
 func BenchmarkCompareCycle(b *testing.B) {
 	w := newWardCycler(b)
 	r := newRuncCycler(b)
 	c := newCgexecCycler(b)
-	var start, stop, ward, runc, cg latency.Sample
+	disk := newFsyncProbe(b, filepath.Dir(w.stateDir))
+	var start, stop, ward, runc, cg, fsync latency.Sample
 	var steps [len(cgexecSteps)]latency.Sample
 	runs := []func(i int){
+		func(int) { fsync.Add(disk.once(b)) },
 		func(i int) {
 			s, t := w.cycle(b, i)
 			start.Add(s)
@@ -85,6 +93,7 @@ func BenchmarkCompareCycle(b *testing.B) {
 	ward.Report(b, "cycle")
 	runc.Report(b, "runc-cycle")
 	cg.Report(b, "cgexec-cycle")
+	fsync.Report(b, "fsync")
 	for k, name := range cgexecSteps {
 		b.ReportMetric(float64(steps[k].Percentile(50).Microseconds())/1000, "cgexec-"+name+"-p50-ms")
 	}
@@ -96,12 +105,42 @@ func ratio(num, den latency.Sample) float64 {
 	return float64(num.Percentile(50)) / float64(den.Percentile(50))
 }
 
+// fsyncProbe rewrites and syncs one 4 KiB file.
+type fsyncProbe struct {
+	f   *os.File
+	buf []byte
+}
+
+func newFsyncProbe(b *testing.B, dir string) *fsyncProbe {
+	f, err := os.CreateTemp(dir, "fsync-probe-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close(); os.Remove(f.Name()) })
+	return &fsyncProbe{f: f, buf: make([]byte, 4096)}
+}
+
+func (p *fsyncProbe) once(b *testing.B) time.Duration {
+	t0 := time.Now()
+	if _, err := p.f.WriteAt(p.buf, 0); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(t0)
+}
+
 // wardCycler starts and stops `/bin/sleep 1000` instances with the default
 // limits through an in-process agent.
-type wardCycler struct{ a *Agent }
+type wardCycler struct {
+	a        *Agent
+	stateDir string
+}
 
 func newWardCycler(b *testing.B) *wardCycler {
-	w := &wardCycler{newTestAgent(b, func(c *config.Config) { c.StateDir = benchStateDir(b) })}
+	w := &wardCycler{stateDir: benchStateDir(b)}
+	w.a = newTestAgent(b, func(c *config.Config) { c.StateDir = w.stateDir })
 	// Steady state: the first start also creates the parent group in
 	// every hierarchy and warms caches; a few cycles go unmeasured.
 	for i := 0; i < 5; i++ {

@@ -115,7 +115,8 @@ func (r *report) start() (string, bool) {
 	}
 	m := func(name string) figure { return run.metric(benchCompare, name) }
 	var b strings.Builder
-	r.header(&b, benchCompare, "ward's start, stop and whole cycle (ms):")
+	r.header(&b, benchCompare, "ward's start, stop and whole cycle, and the disk's fsync latency in the same rounds "+
+		"(ward's cycle syncs its records and events several times; runc's and cgexec's sync nothing) (ms):")
 	table(&b, []column{
 		{head: "start p50", unit: ms, value: m("start-p50-ms")},
 		{head: "start p99", unit: ms, value: m("start-p99-ms")},
@@ -123,6 +124,8 @@ func (r *report) start() (string, bool) {
 		{head: "stop p99", unit: ms, value: m("stop-p99-ms")},
 		{head: "cycle p50", unit: ms, value: m("cycle-p50-ms")},
 		{head: "cycle p99", unit: ms, value: m("cycle-p99-ms")},
+		{head: "fsync p50", unit: ms, value: m("fsync-p50-ms")},
+		{head: "fsync p99", unit: ms, value: m("fsync-p99-ms")},
 	}, n)
 	runcRatio := over(m("runc-cycle-p50-ms"), m("cycle-p50-ms"))
 	cgRatio := over(m("cgexec-cycle-p50-ms"), m("cycle-p50-ms"))

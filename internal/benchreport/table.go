@@ -162,8 +162,11 @@ type column struct {
 
 // table renders one row per round and a last row with each column's
 // spread across the rounds. It returns the heads of the checked columns
-// whose rounds are more than maxSpread apart, with their spread.
+// whose rounds are more than maxSpread apart, with their spread. A column
+// no round has a figure for (a metric an older benchmark did not report)
+// is left out.
 func table(b *strings.Builder, cols []column, rounds int) (flagged []string) {
+	cols = slices.DeleteFunc(slices.Clone(cols), func(c column) bool { return len(c.value.values(rounds)) == 0 })
 	b.WriteString("| round |")
 	for _, c := range cols {
 		b.WriteString(" " + c.head + " |")

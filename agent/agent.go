@@ -146,6 +146,7 @@ func New(opts Options) (*Agent, error) {
 	if a.retention == 0 {
 		a.retention = DefaultRetention
 	}
+	a.raiseFileLimit()
 	passwd := opts.Passwd
 	if passwd == "" {
 		passwd = "/etc/passwd"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -46,6 +47,15 @@ func (a *Agent) rotateLogs() {
 // through descriptors opened with O_NOFOLLOW, and only a regular file owned
 // by the instance's uid is touched.
 func rotate(dir, name string, uid int, limit int64, keep int) error {
+	// A log under its cap — nearly always — is seen with one stat. The
+	// descriptor-safe way below costs three opens and closes, which at
+	// 2,000 instances every 2 s took as much CPU as sampling them. The
+	// stat may follow a symlink the instance planted in its directory; it
+	// only decides whether to look closer, never what is touched.
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "logs", name), &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size <= limit {
+		return nil
+	}
 	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	dfd, err := unix.Open(dir, dirFlags, 0)
 	if err != nil {
@@ -63,7 +73,6 @@ func rotate(dir, name string, uid int, limit int64, keep int) error {
 	}
 	src := os.NewFile(uintptr(fd), name)
 	defer src.Close()
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}

@@ -116,9 +116,22 @@ type Instance struct {
 	StderrTail      string  `json:"stderr_tail,omitempty"`
 }
 
-// List is the reply to `list`.
+// ListRequest is the body of `list`. The empty request asks for every
+// instance; Limit asks for a page, and After for the page after the one
+// whose Next it is. A host's whole list can outgrow what one bus message
+// may carry (about 600 bytes an instance against NATS's default 1 MB).
+type ListRequest struct {
+	After string `json:"after,omitempty"`
+	Limit int    `json:"limit,omitempty"` // 0: no limit
+}
+
+// List is the reply to `list`: instances ordered by name, index and id.
 type List struct {
 	Instances []Instance `json:"instances"`
+	// Next is set when Limit left instances out: the After of the next
+	// page. It is a position, not an instance, so a page boundary
+	// survives the instance it names being forgotten in between.
+	Next string `json:"next,omitempty"`
 }
 
 // Event kinds: the contract's, plus "crashed" (the main process ended

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -253,4 +256,69 @@ func TestWrongCredentialsFailAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc.Close()
+}
+
+// bigAPI lists n instances, about 400 bytes each on the wire.
+type bigAPI struct {
+	slowAPI
+	n int
+}
+
+func (b bigAPI) List(context.Context) (*agent.List, error) {
+	l := &agent.List{}
+	for i := 0; i < b.n; i++ {
+		l.Instances = append(l.Instances, agent.Instance{ID: fmt.Sprintf("i%04d", i), Name: "big", Index: i, State: agent.StateRunning,
+			Command: []string{"/bin/sleep", "100000"}, Cgroup: "/ward/big-" + strconv.Itoa(i), Dir: "/var/lib/ward/instances/i" + strconv.Itoa(i)})
+	}
+	return l, nil
+}
+
+// A reply larger than the server's max payload used to be dropped by the
+// client library, the requester waiting out its timeout (a list of 2,000
+// instances against the default 1 MB); it is refused at once instead, and
+// the list comes whole in pages.
+func TestOversizedReplyRefused(t *testing.T) {
+	ns := runServer(t, &server.Options{MaxPayload: 16 << 10})
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	svc, err := NewService(nc, bigAPI{n: 200}, ServiceOptions{HostID: "h", Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	m, err := nc.Request("ward.h.list", []byte(`{}`), 5*time.Second)
+	if err != nil {
+		t.Fatalf("oversized list: %v", err)
+	}
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != string(agent.CodeResourceExhausted) || !strings.Contains(m.Header.Get("Nats-Service-Error"), "limit and after") {
+		t.Fatalf("oversized list: code %q, %q", code, m.Header.Get("Nats-Service-Error"))
+	}
+	seen := map[string]bool{}
+	body := `{"limit":25}`
+	for {
+		m, err := nc.Request("ward.h.list", []byte(body), 5*time.Second)
+		if err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
+			t.Fatalf("list %s: %v %s", body, err, m.Header.Get("Nats-Service-Error"))
+		}
+		var l agent.List
+		if err := json.Unmarshal(m.Data, &l); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range l.Instances {
+			if seen[in.ID] {
+				t.Fatalf("%s listed twice", in.ID)
+			}
+			seen[in.ID] = true
+		}
+		if l.Next == "" {
+			break
+		}
+		body = fmt.Sprintf(`{"limit":25,"after":%q}`, l.Next)
+	}
+	if len(seen) != 200 {
+		t.Fatalf("pages listed %d of 200", len(seen))
+	}
 }

@@ -27,6 +27,7 @@ type ServiceOptions struct {
 
 // Service is the agent's micro service on the bus.
 type Service struct {
+	nc  *nats.Conn
 	svc micro.Service
 	sem chan struct{}
 	log *slog.Logger
@@ -51,7 +52,7 @@ func NewService(nc *nats.Conn, api agent.API, o ServiceOptions) (*Service, error
 	if err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
-	s := &Service{svc: svc, sem: make(chan struct{}, o.MaxInFlight), log: o.Log}
+	s := &Service{nc: nc, svc: svc, sem: make(chan struct{}, o.MaxInFlight), log: o.Log}
 	g := svc.AddGroup("ward." + o.HostID)
 	for _, m := range agent.Methods {
 		call := func(ctx context.Context, b []byte) (any, error) { return m.Call(ctx, api, b) }
@@ -91,6 +92,13 @@ func (s *Service) handler(name string, fn func(context.Context, []byte) (any, er
 				return
 			}
 			b, err := json.Marshal(v)
+			if max := s.nc.MaxPayload(); err == nil && max > 0 && int64(len(b)) > max {
+				// The client would drop it, and the requester wait out its
+				// timeout for nothing.
+				respondError(r, &agent.Error{Code: agent.CodeResourceExhausted, Message: fmt.Sprintf(
+					"the reply is %d bytes, more than the bus carries in one message (%d); list takes limit and after to page", len(b), max)})
+				return
+			}
 			if err == nil {
 				err = r.Respond(b)
 			}

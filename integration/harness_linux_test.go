@@ -98,6 +98,9 @@ type host struct {
 	exited  chan struct{}
 	log     *bytes.Buffer
 	client  *localapi.Client
+	// wrap, when set, runs the agent through this command line (for
+	// example prlimit and its flags, ending in "--").
+	wrap []string
 }
 
 func newHost(t *testing.T) *host {
@@ -134,7 +137,8 @@ nats: {servers: [%s]}
 func (h *host) start(crashpoint string) {
 	h.t.Helper()
 	h.log = new(bytes.Buffer)
-	cmd := exec.Command(wardBin, "agent", "--config", h.cfgPath)
+	args := append(append([]string(nil), h.wrap...), wardBin, "agent", "--config", h.cfgPath)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = h.log, h.log // written by exec's copier, read after exit
 	cmd.Env = append(os.Environ(), "WARD_CRASHPOINT="+crashpoint)
 	if err := cmd.Start(); err != nil {

@@ -8,9 +8,12 @@
 // and no consumer ever sees an event a power loss could take back. What a
 // power loss can take is an event not yet sent — together with the
 // instances it was about, which the power loss ended too; its number is then
-// handed out again, so consumers see no gap. Ack removes confirmed files.
+// handed out again, so consumers see no gap. Such an item may also come
+// back empty or cut short: Open sets it aside as <name>.torn (a synced item
+// is always whole, so it was never sent). Ack removes confirmed files.
 // The highest number ever confirmed is kept in "last" (written before any
-// file is removed), so a confirmed number is never reused.
+// file is removed), so a confirmed number is never reused; a file Ack did
+// not get to remove before a crash is dropped by Open, not sent again.
 package outbox
 
 import (
@@ -45,7 +48,13 @@ type Outbox struct {
 	pending []Item
 	held    map[uint64]struct{} // stored, not to be sent yet (AppendHeld)
 	notify  chan struct{}
+	// exhausted: the number MaxUint64 is used; there is no next one.
+	exhausted bool
 }
+
+// ErrExhausted means every sequence number has been used: numbering on
+// would reuse confirmed ones. Only a corrupted "last" gets near it.
+var ErrExhausted = errors.New("outbox: sequence numbers exhausted")
 
 const nameWidth = 20
 
@@ -68,29 +77,47 @@ func Open(dir string) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
+	top := o.last
 	for _, e := range ents {
 		name := e.Name()
+		path := filepath.Join(dir, name)
 		if strings.HasPrefix(name, ".") {
-			os.Remove(filepath.Join(dir, name)) // an interrupted write
+			os.Remove(path) // an interrupted write
 			continue
 		}
 		seq, err := strconv.ParseUint(name, 10, 64)
 		if err != nil || len(name) != nameWidth {
 			continue
 		}
-		it, err := readItem(filepath.Join(dir, name), seq)
+		if seq <= o.last {
+			// Confirmed: a crash inside Ack came between "last" and
+			// this removal. Sending it again would only make a repeat.
+			os.Remove(path)
+			continue
+		}
+		it, err := readItem(path, seq)
+		if errors.Is(err, errTorn) {
+			// A synced item is whole, so this one was never synced and
+			// never sent: the power loss took it. Kept aside for a look.
+			os.Rename(path, path+".torn")
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		o.pending = append(o.pending, it)
+		top = max(top, seq)
+	}
+	if top == math.MaxUint64 {
+		return nil, fmt.Errorf("%w: %s holds number %d", ErrExhausted, dir, top)
 	}
 	sort.Slice(o.pending, func(i, j int) bool { return o.pending[i].Seq < o.pending[j].Seq })
-	o.next = o.last + 1
-	if n := len(o.pending); n > 0 && o.pending[n-1].Seq >= o.next {
-		o.next = o.pending[n-1].Seq + 1
-	}
+	o.next = top + 1
 	return o, nil
 }
+
+// errTorn marks an item file that a power loss left empty or cut short.
+var errTorn = errors.New("torn item")
 
 func readItem(path string, seq uint64) (Item, error) {
 	b, err := os.ReadFile(path)
@@ -99,7 +126,7 @@ func readItem(path string, seq uint64) (Item, error) {
 	}
 	subj, data, ok := bytes.Cut(b, []byte("\n"))
 	if !ok || len(subj) == 0 {
-		return Item{}, fmt.Errorf("outbox: %s: malformed item", path)
+		return Item{}, fmt.Errorf("outbox: %s: %w", path, errTorn)
 	}
 	return Item{Seq: seq, Subject: string(subj), Data: data}, nil
 }
@@ -135,6 +162,9 @@ func (o *Outbox) Release(seq uint64) {
 func (o *Outbox) append(build func(seq uint64) (subject string, data []byte, err error), held bool) (Item, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.exhausted {
+		return Item{}, ErrExhausted
+	}
 	seq := o.next
 	subj, data, err := build(seq)
 	if err != nil {
@@ -148,7 +178,11 @@ func (o *Outbox) append(build func(seq uint64) (subject string, data []byte, err
 	if err := atomicfile.WriteFileNoSync(o.path(seq), buf, 0o600); err != nil {
 		return Item{}, fmt.Errorf("outbox: %w", err)
 	}
-	o.next++
+	if seq == math.MaxUint64 {
+		o.exhausted = true // next would wrap to 0, below every number used
+	} else {
+		o.next++
+	}
 	it := Item{Seq: seq, Subject: subj, Data: data}
 	o.pending = append(o.pending, it)
 	if held {
@@ -239,5 +273,8 @@ func (o *Outbox) Ack(upTo uint64) error {
 func (o *Outbox) Last() uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.exhausted {
+		return math.MaxUint64
+	}
 	return o.next - 1
 }

@@ -1,9 +1,12 @@
 package outbox
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -141,5 +144,93 @@ func TestHeldItemWaitsForRelease(t *testing.T) {
 	}
 	if p := o.Pending(10); len(p) != 3 || p[1].Seq != 2 || p[2].Seq != 3 {
 		t.Fatalf("pending after release: %+v, want 1, 2, 3", p)
+	}
+}
+
+// A power loss can leave a never-synced item empty or cut before its
+// subject ends. Open used to refuse the whole outbox — and so the agent to
+// start — over it; it sets the item aside and numbers on.
+func TestTornItemSetAside(t *testing.T) {
+	for _, torn := range []string{"", "ward.h.ev", "\n{}", "\x00\x00\x00\x00"} {
+		dir := t.TempDir()
+		o, _ := Open(dir)
+		appendN(t, o, 3)
+		if err := os.WriteFile(o.path(2), []byte(torn), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(o.path(3), []byte(torn), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o2, err := Open(dir)
+		if err != nil {
+			t.Fatalf("torn %q: %v", torn, err)
+		}
+		if p := o2.Pending(10); len(p) != 1 || p[0].Seq != 1 || o2.Last() != 1 {
+			t.Fatalf("torn %q: pending %+v, last %d", torn, p, o2.Last())
+		}
+		if _, err := os.Stat(o.path(3) + ".torn"); err != nil {
+			t.Fatalf("torn %q: not set aside: %v", torn, err)
+		}
+		// Never sent, so its number is free again.
+		appendN(t, o2, 1)
+		if p := o2.Pending(10); len(p) != 2 || p[1].Seq != 2 {
+			t.Fatalf("torn %q: after Append %+v", torn, p)
+		}
+	}
+}
+
+// A crash inside Ack, after "last" and before the removals, leaves
+// confirmed items behind: Open drops them instead of sending them again.
+func TestConfirmedLeftoversDropped(t *testing.T) {
+	dir := t.TempDir()
+	o, _ := Open(dir)
+	appendN(t, o, 4)
+	if err := os.WriteFile(filepath.Join(dir, "last"), []byte("3"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := o2.Pending(10); len(p) != 1 || p[0].Seq != 4 {
+		t.Fatalf("pending %+v", p)
+	}
+	if _, err := os.Stat(o.path(1)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("confirmed item 1 still there: %v", err)
+	}
+}
+
+// Numbering used to wrap from the largest uint64 to 0, reusing numbers the
+// bus had confirmed.
+func TestExhausted(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "last"), []byte(strconv.FormatUint(math.MaxUint64-1, 10)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, o, 1)
+	if o.Last() != math.MaxUint64 {
+		t.Fatalf("Last %d", o.Last())
+	}
+	if _, err := o.Append(func(uint64) (string, []byte, error) { return "s", nil, nil }); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("Append past the end: %v", err)
+	}
+	if o.Len() != 1 {
+		t.Fatalf("len %d", o.Len())
+	}
+	if _, err := Open(dir); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("Open with the last number in use: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "last"), []byte(strconv.FormatUint(math.MaxUint64, 10)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Ack(math.MaxUint64); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("Open with last at the end: %v", err)
 	}
 }

@@ -75,10 +75,12 @@ func (a *Agent) recover(rec *record, announced bool) error {
 	}
 	if rec.State == StateStarting {
 		log.Info("reconcile: rolling back an unfinished start", "announced", announced)
-		a.rollbackStart(in, true)
 		if announced {
-			a.emitRolledBack(in)
+			// Its end is stored before the record goes (see
+			// endAnnouncedStart).
+			a.endAnnouncedStart(in)
 		}
+		a.rollbackStart(in, true)
 		return nil
 	}
 	a.mu.Lock()

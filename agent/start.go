@@ -304,6 +304,13 @@ func (a *Agent) environ(rec *record) []string {
 // can own it, names are unique among live records.
 func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	rec := &in.rec
+	if in.announced != nil {
+		// First, before anything is removed or waited for: a held event
+		// stops every later one on the way to the bus, and once the
+		// record is gone no next agent could tell that this start needs
+		// an end.
+		a.endAnnouncedStart(in)
+	}
 	a.unwatchMemory(in)
 	a.health.Remove(in.id)
 	a.unroute(in)
@@ -326,6 +333,7 @@ func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	if err := a.store.remove(rec.Spec.ID); err != nil {
 		a.log.Error("rollback: remove record", "id", rec.Spec.ID, "err", err)
 	}
+	crashpoint("rollback:removed")
 	a.releaseLeases(rec)
 	in.mu.Lock()
 	in.removed = true
@@ -333,24 +341,27 @@ func (a *Agent) rollbackStart(in *instance, recovering bool) {
 	a.mu.Lock()
 	delete(a.instances, rec.Spec.ID)
 	a.mu.Unlock()
-	if commit := in.announced; commit != nil {
-		// The start was announced but never recorded: it goes out, and
-		// its end after it.
-		in.announced = nil
-		commit()
-		a.emitRolledBack(in)
-	}
 }
 
-// emitRolledBack announces the end of an instance whose start was
-// announced (its process ran) and then rolled back.
-func (a *Agent) emitRolledBack(in *instance) {
+// endAnnouncedStart answers a start whose started event is stored but
+// which is being rolled back, never having been recorded running: its
+// stopped event is stored right behind it, and only then is the started
+// event released (the live path, where it is held) — a crash at any point
+// leaves either both events or, with the record still "starting", the
+// started event alone for the next agent to answer again. Local
+// subscribers get them in order.
+func (a *Agent) endAnnouncedStart(in *instance) {
 	in.mu.Lock()
 	in.rec.State = StateStopped
 	e := in.event(EventStopped)
 	e.Reason = "start rolled back: it was never recorded running"
 	in.mu.Unlock()
-	a.publish(e)
+	end := a.number(e, false)
+	if commit := in.announced; commit != nil {
+		in.announced = nil
+		commit()
+	}
+	a.deliver(end)
 }
 
 func (a *Agent) releaseLeases(rec *record) {

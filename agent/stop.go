@@ -72,8 +72,10 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err err
 	a.noteEnd(in, f, end)
 	crashpoint("stop:terminated")
 	// "stopping" is on record: a crash from here on is finished by the
-	// next agent, so the final state is written once, after the release.
-	if err := a.finish(in, end, reason, false); err != nil {
+	// next agent as stopped, so the final state is written once, after
+	// the release — unless the end is an OOM kill, which the next agent
+	// could not know: announcing it and then "stopped" would contradict.
+	if err := a.finish(in, end, reason, end != StateStopped); err != nil {
 		return nil, internal(err)
 	}
 	return a.snapshot(in, false), nil

@@ -42,7 +42,7 @@ const (
 // agent armed with one SIGKILLs itself there.
 var chaosCrashPoints = []string{
 	"start:recorded", "start:cgroup", "start:spawned", "start:announced", "start:running",
-	"stop:recorded", "stop:terminated", "release:cgroup", "release:dir",
+	"stop:recorded", "stop:terminated", "release:cgroup", "release:dir", "rollback:removed",
 }
 
 // Operation kinds.

@@ -1,12 +1,17 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/outbox"
 )
 
@@ -54,6 +59,27 @@ func TestNoEventLostToACrash(t *testing.T) {
 		}
 	}
 
+	// The next agent dies too, inside its rollback of that start, after
+	// the record is gone: the start's end must already be stored, since
+	// nothing is left to tell a third agent about it.
+	{
+		h.start("start:announced")
+		if _, err := h.client.Start(ctx, agent.Request{ID: "rb", Name: "rb", Command: []string{"sleep", "1000"}}); err == nil {
+			t.Fatal("start succeeded through its crash point")
+		}
+		h.waitDead()
+		h.startDying("rollback:removed")
+		h.start("")
+		for _, in := range h.list() {
+			if in.ID == "rb" {
+				t.Fatalf("rollback:removed: unrecorded start not rolled back: %+v", in)
+			}
+		}
+		if kinds := outboxKinds(t, h, "rb"); len(kinds) != 2 || kinds[0] != agent.EventStarted || kinds[1] != agent.EventStopped {
+			t.Fatalf("rollback:removed: events %v, want [started stopped]", kinds)
+		}
+	}
+
 	// An instance ends on its own; its release is cut short. The record
 	// already says crashed: the next agent finishes the release, and must
 	// announce the end the dead one never did.
@@ -72,6 +98,24 @@ func TestNoEventLostToACrash(t *testing.T) {
 			t.Fatalf("release:cgroup: events %v, want [started crashed]", kinds)
 		}
 	}
+}
+
+// startDying starts the agent with a crash point its startup reaches, and
+// waits for it to die there.
+func (h *host) startDying(crashpoint string) {
+	h.t.Helper()
+	h.log = new(bytes.Buffer)
+	args := append(append([]string(nil), h.wrap...), wardBin, "agent", "--config", h.cfgPath)
+	// One that never reaches it is killed when the wait is over.
+	ctx, cancel := context.WithTimeout(context.Background(), cgtest.Timeout(30*time.Second))
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = h.log, h.log
+	cmd.Env = append(os.Environ(), "WARD_CRASHPOINT="+crashpoint)
+	if err := cmd.Run(); err == nil || ctx.Err() != nil {
+		h.t.Fatalf("agent survived its startup's crash point %s: %s", crashpoint, h.log)
+	}
+	h.agent = nil
 }
 
 func (h *host) info(id string) agent.Instance {

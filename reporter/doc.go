@@ -33,7 +33,7 @@
 //     none or a larger one.
 //   - io_read_bps, io_write_bps (bytes/s) and the io_read_bytes,
 //     io_write_bytes totals they come from: block-device IO summed over
-//     devices (v1 blkio.throttle.io_service_bytes_recursive, which needs
+//     devices (v1 blkio.throttle.io_service_bytes, which needs
 //     EnableBlkioAccounting; v2 io.stat). IO through stacked devices (loop,
 //     dm) counts at each layer, as in io.stat.
 //   - pids (v1/v2 pids.current: tasks, threads included), disk_bytes (from

@@ -319,8 +319,11 @@ func (s *Sampler) state(in *Instance) (*instState, error) {
 			st.pids = newKfile(filepath.Join(in.Dirs[s.pidsIdx], "pids.current"))
 			// The throttle counters, not blkio.bfq.*: they count IO to
 			// every device blk-throttle is active on, whatever its
-			// scheduler (see EnableBlkioAccounting).
-			st.io = newKfile(filepath.Join(in.Dirs[s.blkioIdx], "blkio.throttle.io_service_bytes_recursive"))
+			// scheduler (see EnableBlkioAccounting). The group's own, not
+			// _recursive: an instance's group has no children (its
+			// directories are root's), and the recursive file costs a
+			// third more to generate.
+			st.io = newKfile(filepath.Join(in.Dirs[s.blkioIdx], "blkio.throttle.io_service_bytes"))
 		} else {
 			d := in.Dirs[0]
 			st.mem = newKfile(filepath.Join(d, "memory.stat"))

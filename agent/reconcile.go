@@ -175,11 +175,15 @@ func (a *Agent) recover(rec *record, announced bool) error {
 // of the outbox has been sent since — this runs before any publisher — so
 // the event has not gone out yet, and it is answered with the end of the
 // start it announces. Cheap when no record is starting: nothing is read.
+//
+// A started event followed by an end of the same id belongs to an earlier
+// instance under that id, already answered; the order of the outbox tells,
+// not the events' times, which a wall-clock step could put out of order.
 func (a *Agent) announcedStarts(recs []*record) map[string]bool {
-	starting := map[string]time.Time{}
+	starting := map[string]bool{}
 	for _, rec := range recs {
 		if rec.State == StateStarting {
-			starting[rec.Spec.ID] = rec.CreatedAt
+			starting[rec.Spec.ID] = true
 		}
 	}
 	if len(starting) == 0 {
@@ -187,19 +191,30 @@ func (a *Agent) announcedStarts(recs []*record) map[string]bool {
 	}
 	announced := map[string]bool{}
 	for _, it := range a.outbox.Pending(a.outbox.Len()) {
-		if !strings.HasSuffix(it.Subject, ".events."+EventStarted) {
-			continue
-		}
 		var e Event
-		if json.Unmarshal(it.Data, &e) != nil {
+		if json.Unmarshal(it.Data, &e) != nil || !starting[e.ID] {
 			continue
 		}
-		// Not an earlier instance's under the same id, long forgotten.
-		if created, ok := starting[e.ID]; ok && !e.Time.Before(created) {
+		switch {
+		case e.Kind == EventStarted:
 			announced[e.ID] = true
+		case isEnd(e):
+			announced[e.ID] = false
 		}
 	}
 	return announced
+}
+
+// isEnd reports whether e announces an instance's end (an oom_killed
+// event under the notify policy leaves it running).
+func isEnd(e Event) bool {
+	switch e.Kind {
+	case EventStopped, EventExited, EventCrashed:
+		return true
+	case EventOOMKilled:
+		return e.State != StateRunning
+	}
+	return false
 }
 
 func (a *Agent) recoverFinish(in *instance, state State, reason string) error {

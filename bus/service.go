@@ -88,25 +88,49 @@ func (s *Service) handler(name string, fn func(context.Context, []byte) (any, er
 				if e.Code == agent.CodeInternal {
 					s.log.Error("bus request failed", "endpoint", name, "err", err)
 				}
-				respondError(r, e)
+				s.reply(r, name, errorMsg(e))
 				return
 			}
 			b, err := json.Marshal(v)
-			if max := s.nc.MaxPayload(); err == nil && max > 0 && int64(len(b)) > max {
-				// The client would drop it, and the requester wait out its
-				// timeout for nothing.
-				respondError(r, &agent.Error{Code: agent.CodeResourceExhausted, Message: fmt.Sprintf(
-					"the reply is %d bytes, more than the bus carries in one message (%d); list takes limit and after to page", len(b), max)})
-				return
-			}
-			if err == nil {
-				err = r.Respond(b)
-			}
 			if err != nil {
 				s.log.Warn("bus reply not sent", "endpoint", name, "err", err)
+				return
 			}
+			if max := s.nc.MaxPayload(); max > 0 && int64(len(b)) > max {
+				// The client would drop it, and the requester wait out its
+				// timeout for nothing.
+				s.reply(r, name, errorMsg(&agent.Error{Code: agent.CodeResourceExhausted, Message: fmt.Sprintf(
+					"the reply is %d bytes, more than the bus carries in one message (%d); list takes limit and after to page", len(b), max)}))
+				return
+			}
+			s.reply(r, name, &nats.Msg{Data: b})
 		}()
 	})
+}
+
+// reply publishes m to r's reply subject. A handler's goroutine must not
+// answer through r itself: micro reads the request's error field for its
+// statistics as soon as the handler returns, and Respond and Error write
+// it — a data race with every answer given after the return.
+func (s *Service) reply(r micro.Request, endpoint string, m *nats.Msg) {
+	m.Subject = r.Reply()
+	if err := s.nc.PublishMsg(m); err != nil {
+		s.log.Warn("bus reply not sent", "endpoint", endpoint, "err", err)
+	}
+}
+
+// errorMsg is e as micro's error replies carry it: the contract's code in
+// Nats-Service-Error-Code, the message in Nats-Service-Error, and the JSON
+// error body.
+func errorMsg(e *agent.Error) *nats.Msg {
+	msg := e.Error()
+	if msg == "" {
+		msg = string(e.Code)
+	}
+	return &nats.Msg{
+		Header: nats.Header{micro.ErrorCodeHeader: {string(e.Code)}, micro.ErrorHeader: {msg}},
+		Data:   agent.Body(e),
+	}
 }
 
 // respondError answers with the micro error headers (the contract's code in

@@ -123,25 +123,24 @@ func (s *Service) reply(r micro.Request, endpoint string, m *nats.Msg) {
 // Nats-Service-Error-Code, the message in Nats-Service-Error, and the JSON
 // error body.
 func errorMsg(e *agent.Error) *nats.Msg {
-	msg := e.Error()
-	if msg == "" {
-		msg = string(e.Code)
-	}
 	return &nats.Msg{
-		Header: nats.Header{micro.ErrorCodeHeader: {string(e.Code)}, micro.ErrorHeader: {msg}},
+		Header: nats.Header{micro.ErrorCodeHeader: {string(e.Code)}, micro.ErrorHeader: {errorText(e)}},
 		Data:   agent.Body(e),
 	}
 }
 
-// respondError answers with the micro error headers (the contract's code in
-// Nats-Service-Error-Code, the message in Nats-Service-Error) and the JSON
-// error body.
+// respondError answers from the handler itself (before it returns, so
+// micro counts the error) with what errorMsg carries.
 func respondError(r micro.Request, e *agent.Error) {
-	msg := e.Error()
-	if msg == "" {
-		msg = string(e.Code)
+	r.Error(string(e.Code), errorText(e), agent.Body(e))
+}
+
+// errorText is the Nats-Service-Error of e: its message, or its code.
+func errorText(e *agent.Error) string {
+	if msg := e.Error(); msg != "" {
+		return msg
 	}
-	r.Error(string(e.Code), msg, agent.Body(e))
+	return string(e.Code)
 }
 
 // Stop unregisters the service.

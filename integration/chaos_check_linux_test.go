@@ -356,7 +356,7 @@ func (c *chaosChecker) checkProcesses(recs map[string]*chaosRecord, ids []string
 				}
 			}
 			for _, pid := range c.groupProcs(r) {
-				if uid, ok := procUID(pid); ok && uid != r.UID {
+				if uid, ok := leakcheck.ProcUID(pid); ok && uid != r.UID {
 					add("record %s: process %d in its cgroup runs as uid %d, not %d", id, pid, uid, r.UID)
 				}
 			}
@@ -429,28 +429,6 @@ func (c *chaosChecker) groupProcs(r *chaosRecord) []int {
 		}
 	}
 	return pids
-}
-
-// procUID returns the real uid of a live, non-zombie process.
-func procUID(pid int) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, false
-	}
-	uid, ok := -1, true
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "Uid:":
-			uid, _ = strconv.Atoi(f[1])
-		case "State:":
-			ok = f[1] != "Z"
-		}
-	}
-	return uid, ok && uid >= 0
 }
 
 // checkEvents: the outbox has handed every event to the bus, every sequence

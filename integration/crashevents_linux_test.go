@@ -1,11 +1,8 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -104,15 +101,10 @@ func TestNoEventLostToACrash(t *testing.T) {
 // waits for it to die there.
 func (h *host) startDying(crashpoint string) {
 	h.t.Helper()
-	h.log = new(bytes.Buffer)
-	args := append(append([]string(nil), h.wrap...), wardBin, "agent", "--config", h.cfgPath)
 	// One that never reaches it is killed when the wait is over.
 	ctx, cancel := context.WithTimeout(context.Background(), cgtest.Timeout(30*time.Second))
 	defer cancel()
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = h.log, h.log
-	cmd.Env = append(os.Environ(), "WARD_CRASHPOINT="+crashpoint)
-	if err := cmd.Run(); err == nil || ctx.Err() != nil {
+	if err := h.command(ctx, crashpoint).Run(); err == nil || ctx.Err() != nil {
 		h.t.Fatalf("agent survived its startup's crash point %s: %s", crashpoint, h.log)
 	}
 	h.agent = nil

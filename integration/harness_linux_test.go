@@ -132,15 +132,22 @@ nats: {servers: [%s]}
 		c.Ports.Min, c.Ports.Max, c.Stop.Timeout, c.Reconcile.Interval, strings.Join(c.NATS.Servers, ", "))
 }
 
+// command is the agent armed with crashpoint ("" for none), its output
+// going to a fresh h.log; ctx kills it.
+func (h *host) command(ctx context.Context, crashpoint string) *exec.Cmd {
+	h.log = new(bytes.Buffer)
+	args := append(append([]string(nil), h.wrap...), wardBin, "agent", "--config", h.cfgPath)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = h.log, h.log // written by exec's copier, read after exit
+	cmd.Env = append(os.Environ(), "WARD_CRASHPOINT="+crashpoint)
+	return cmd
+}
+
 // start runs the agent with the given crash point ("" for none) and waits
 // until it answers.
 func (h *host) start(crashpoint string) {
 	h.t.Helper()
-	h.log = new(bytes.Buffer)
-	args := append(append([]string(nil), h.wrap...), wardBin, "agent", "--config", h.cfgPath)
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = h.log, h.log // written by exec's copier, read after exit
-	cmd.Env = append(os.Environ(), "WARD_CRASHPOINT="+crashpoint)
+	cmd := h.command(context.Background(), crashpoint)
 	if err := cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ func (r *netReader) read(now time.Time) (map[string]NetStat, error) {
 	out := make(map[string]NetStat, len(links))
 	cur := make(map[string][2]uint64, len(links))
 	dt := now.Sub(r.at)
+	vals := make(floats, 0, 2*len(links))
 	for _, l := range links {
 		a := l.Attrs()
 		if a == nil || a.Statistics == nil {
@@ -45,8 +46,8 @@ func (r *netReader) read(now time.Time) (map[string]NetStat, error) {
 		// A counter below its previous value is a new interface of the
 		// same name: no rate until the next sample.
 		if p, ok := r.prev[a.Name]; ok && ns.RxBytes >= p[0] && ns.TxBytes >= p[1] {
-			ns.RxBps = rate(ns.RxBytes-p[0], dt, 1)
-			ns.TxBps = rate(ns.TxBytes-p[1], dt, 1)
+			ns.RxBps = vals.rate(ns.RxBytes-p[0], dt, 1)
+			ns.TxBps = vals.rate(ns.TxBytes-p[1], dt, 1)
 		}
 		out[a.Name] = ns
 	}

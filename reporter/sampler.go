@@ -436,19 +436,8 @@ func (s *Sampler) readInstance(in *Instance, st *instState, is *InstanceSample, 
 	return false, nil
 }
 
-// rate is delta per second of dt, times scale; nil if dt is not positive.
-// scale turns the counter's unit into the figure's (ns → % of a core is
-// 100/1e9 per ns per second).
-func rate(delta uint64, dt time.Duration, scale float64) *float64 {
-	if dt <= 0 {
-		return nil
-	}
-	v := float64(delta) / dt.Seconds() * scale
-	return &v
-}
-
-// floats holds a sample's optional figures; its methods are rate and
-// sinceStart with the result stored in it rather than allocated.
+// floats holds a sample's optional figures, so that they cost one
+// allocation per sample rather than one each.
 type floats []float64
 
 func (f *floats) add(v float64) *float64 {
@@ -456,6 +445,9 @@ func (f *floats) add(v float64) *float64 {
 	return &(*f)[len(*f)-1]
 }
 
+// rate is delta per second of dt, times scale; nil if dt is not positive.
+// scale turns the counter's unit into the figure's (ns → % of a core is
+// 100/1e9 per ns per second).
 func (f *floats) rate(delta uint64, dt time.Duration, scale float64) *float64 {
 	if dt <= 0 {
 		return nil

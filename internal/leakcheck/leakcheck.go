@@ -106,24 +106,11 @@ func PoolProcesses(min, max int) []Process {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
-		if err != nil {
+		uid, live := ProcUID(pid)
+		if !live {
 			continue
 		}
-		uid, zombie := -1, false
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			switch f[0] {
-			case "Uid:":
-				uid, _ = strconv.Atoi(f[1])
-			case "State:":
-				zombie = f[1] == "Z"
-			}
-		}
-		if uid >= min && uid <= max && !zombie {
+		if uid >= min && uid <= max {
 			out = append(out, Process{PID: pid, UID: uid})
 		}
 	}
@@ -155,4 +142,27 @@ func Check(t testing.TB, cfg *config.Config, live map[string]bool) {
 // runs there. For t.Cleanup.
 func RemoveParent(parent string) {
 	_ = cgtest.RemoveParent(parent)
+}
+
+// ProcUID returns the real uid of process pid, and whether it is live: it
+// exists and is not a zombie.
+func ProcUID(pid int) (uid int, live bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	uid, live = -1, true
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Uid:":
+			uid, _ = strconv.Atoi(f[1])
+		case "State:":
+			live = f[1] != "Z"
+		}
+	}
+	return uid, live && uid >= 0
 }

@@ -486,7 +486,9 @@ func TestHandlerReentryAndClose(t *testing.T) {
 	var w *Watcher
 	next := newFakeGroup(t)
 	w, err := NewWatcher(cgroup.V2, func(ev Event) {
-		c.handle(ev)
+		// Collected last: the test writes next's files once it sees a's
+		// event, and must not race the Add that reads them.
+		defer c.handle(ev)
 		if ev.Key == "a" {
 			if err := w.Remove("a"); err != nil {
 				t.Errorf("Remove from the handler: %v", err)

@@ -127,8 +127,14 @@ func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
 
 func (a *Agent) emitLimits(in *instance, l Limits) {
 	in.mu.Lock()
-	e := in.event(EventLimitChanged)
-	e.Limits = &l
+	e := in.limitsEvent(l)
 	in.mu.Unlock()
 	a.publish(e)
+}
+
+// limitsEvent is the limit_changed event for limits l. Caller holds in.mu.
+func (in *instance) limitsEvent(l Limits) Event {
+	e := in.event(EventLimitChanged)
+	e.Limits = &l
+	return e
 }

@@ -47,18 +47,31 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 			return nil, invalid("limits.disk_bytes", "the %s quota refused: %v", a.quota.Name(), err)
 		}
 	}
+	// The event is stored, held, before the record: an agent that dies
+	// once the record says the new limits must not leave them unannounced.
+	// One that dies before leaves an announcement the record does not
+	// bear out; the next agent's reconcile answers it (see
+	// correctAnnouncedLimits).
 	in.mu.Lock()
 	in.rec.Limits = next
+	e := in.limitsEvent(next)
 	in.mu.Unlock()
+	commit := a.announce(e)
+	crashpoint("limit:announced")
 	if err := a.store.save(&in.rec); err != nil {
 		in.mu.Lock()
 		in.rec.Limits = old
 		in.mu.Unlock()
 		a.restoreLimits(in, old)
+		// The announcement is numbered: it goes out, and its correction
+		// right after it.
+		commit()
+		a.emitLimits(in, old)
 		return nil, internal(err)
 	}
+	crashpoint("limit:recorded")
 	inst := a.snapshot(in, false)
-	a.emitLimits(in, next)
+	commit()
 	return inst, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ func (a *Agent) reconcile() error {
 			return err
 		}
 	}
+	a.correctAnnouncedLimits()
 	a.scanLeaks(true)
 	a.prune()
 	return nil
@@ -203,6 +205,39 @@ func (a *Agent) announcedStarts(recs []*record) map[string]bool {
 		}
 	}
 	return announced
+}
+
+// correctAnnouncedLimits answers the limit changes that were announced but
+// never recorded: the agent died between storing a limit_changed event and
+// writing the record (see Limit), and recover has put the kernel back to
+// the record's limits. Nothing of the outbox has been sent yet, so the
+// announcement still goes out; a limit_changed with the limits in force
+// follows it, so that the last word a subscriber gets is the truth. Only
+// the last limit_changed of an instance matters: any earlier one was
+// followed by a recorded change.
+func (a *Agent) correctAnnouncedLimits() {
+	last := map[string]*Limits{}
+	for _, it := range a.outbox.Pending(a.outbox.Len()) {
+		var e Event
+		if json.Unmarshal(it.Data, &e) == nil && e.Kind == EventLimitChanged && e.Limits != nil {
+			last[e.ID] = e.Limits
+		}
+	}
+	for id, l := range last {
+		a.mu.Lock()
+		in := a.instances[id]
+		a.mu.Unlock()
+		if in == nil {
+			continue
+		}
+		in.mu.Lock()
+		rec, running := in.rec.Limits, in.rec.State == StateRunning && !in.rec.Released
+		in.mu.Unlock()
+		if running && !reflect.DeepEqual(*l, rec) {
+			a.log.Info("reconcile: a limit change was announced but not recorded: announcing the limits in force", "id", id)
+			a.emitLimits(in, rec)
+		}
+	}
 }
 
 // isEnd reports whether e announces an instance's end (an oom_killed

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,8 +62,9 @@ type chaosAck struct {
 // record's main process lives, in its cgroup, and a terminal one's does
 // not; no process of the uid pool outside a live instance's cgroup; the
 // kernel's limits are the recorded ones; every event sequence number up to
-// the outbox's last was delivered, and every start and end on record was
-// announced; the agent's API agrees with its records; and nothing
+// the outbox's last was delivered, every start and end on record was
+// announced, and a live instance's last limit_changed announced the limits
+// on record; the agent's API agrees with its records; and nothing
 // acknowledged was undone.
 type chaosChecker struct {
 	cfg  *config.Config
@@ -72,6 +74,7 @@ type chaosChecker struct {
 	delivered map[uint64]agent.Event    // first delivery of each seq
 	kinds     map[string]map[string]int // id → event kind → deliveries
 	ends      map[string]agent.State    // id → terminal state of its first end event
+	limits    map[string]agent.Event    // id → its limit_changed event of the highest seq
 	acks      []chaosAck
 	allowed   map[string][]agent.State // id → the terminal states its program can end in
 }
@@ -83,6 +86,7 @@ func newChaosChecker(cfg *config.Config) *chaosChecker {
 		delivered: map[uint64]agent.Event{},
 		kinds:     map[string]map[string]int{},
 		ends:      map[string]agent.State{},
+		limits:    map[string]agent.Event{},
 		allowed:   map[string][]agent.State{},
 	}
 }
@@ -107,6 +111,9 @@ func (c *chaosChecker) addEvent(e agent.Event) {
 		c.kinds[e.ID] = map[string]int{}
 	}
 	c.kinds[e.ID][e.Kind]++
+	if e.Kind == agent.EventLimitChanged && e.Seq > c.limits[e.ID].Seq {
+		c.limits[e.ID] = e
+	}
 	if _, seen := c.ends[e.ID]; !seen && e.State.Terminal() && e.Kind != agent.EventLimitChanged {
 		c.ends[e.ID] = e.State
 	}
@@ -478,6 +485,11 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 			add("record %s: ran (started_at %s), but no started event was delivered", id, r.StartedAt.Format(time.RFC3339Nano))
 		}
 		if !r.State.Terminal() {
+			// The last word on a live instance's limits is the truth: a
+			// change announced and never recorded must have been corrected.
+			if e, ok := c.limits[id]; ok && (e.Limits == nil || !reflect.DeepEqual(*e.Limits, r.Limits)) {
+				add("record %s: limits on record %s, but the last limit_changed delivered (seq %d) announced %s", id, limitsText(&r.Limits), e.Seq, limitsText(e.Limits))
+			}
 			continue
 		}
 		kind := endKind(r.State)
@@ -502,6 +514,11 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 			add("events: %s was announced started, has no record, and its end was never announced", id)
 		}
 	}
+}
+
+func limitsText(l *agent.Limits) string {
+	b, _ := json.Marshal(l)
+	return string(b)
 }
 
 // endKind is the event kind announcing a terminal state.
@@ -683,6 +700,7 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		{Seq: 4, ID: "lost", Kind: agent.EventStarted, State: agent.StateRunning},
 		{Seq: 9, ID: "nobody", Kind: agent.EventStopped, State: agent.StateStopped},
 		{Seq: 10, ID: "phantom", Kind: agent.EventStarted, State: agent.StateRunning},
+		{Seq: 11, ID: "escaped", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(32)}},
 	} {
 		c.addEvent(e)
 	}
@@ -723,6 +741,7 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		"list: lost is running, its record says crashed",
 		"list: shows unrecorded (running), which has no record",
 		"list: dup-a (stopped on record) is missing",
+		`record escaped: limits on record {"memory_bytes":67108864,"cpu_shares":512,"pids":16}, but the last limit_changed delivered (seq 11) announced {"memory_bytes":33554432}`,
 	}
 	for _, w := range want {
 		found := false

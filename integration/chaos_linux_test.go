@@ -43,6 +43,7 @@ const (
 var chaosCrashPoints = []string{
 	"start:recorded", "start:cgroup", "start:spawned", "start:announced", "start:running",
 	"stop:recorded", "stop:terminated", "release:cgroup", "release:dir", "rollback:removed",
+	"limit:announced", "limit:recorded",
 }
 
 // Operation kinds.

@@ -95,6 +95,53 @@ func TestNoEventLostToACrash(t *testing.T) {
 			t.Fatalf("release:cgroup: events %v, want [started crashed]", kinds)
 		}
 	}
+
+	// A limit change recorded but not yet announced when the agent died:
+	// the next agent must announce it.
+	mib := func(n int64) *int64 { n <<= 20; return &n }
+	{
+		h.start("limit:recorded")
+		if _, err := h.client.Start(ctx, agent.Request{ID: "lim", Name: "lim", Command: []string{"sleep", "1000"},
+			Limits: agent.Limits{MemoryBytes: mib(96)}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.client.Limit(ctx, agent.LimitRequest{ID: "lim", Limits: agent.Limits{MemoryBytes: mib(64)}}); err == nil {
+			t.Fatal("limit succeeded through its crash point")
+		}
+		h.waitDead()
+		h.start("")
+		if in := h.info("lim"); *in.Limits.MemoryBytes != *mib(64) {
+			t.Fatalf("limit:recorded: memory limit %d after the crash, want the recorded %d", *in.Limits.MemoryBytes, *mib(64))
+		}
+		evs := outboxEvents(t, h, "lim")
+		if k := kindsOf(evs); len(k) != 2 || k[1] != agent.EventLimitChanged || *evs[1].Limits.MemoryBytes != *mib(64) {
+			t.Fatalf("limit:recorded: events %v, want [started limit_changed] announcing 64 MiB", k)
+		}
+	}
+	// One announced but never recorded: the kernel goes back to the
+	// record, and the announcement is followed by the limits in force.
+	{
+		h.start("limit:announced")
+		if _, err := h.client.Limit(ctx, agent.LimitRequest{ID: "lim", Limits: agent.Limits{MemoryBytes: mib(48)}}); err == nil {
+			t.Fatal("limit succeeded through its crash point")
+		}
+		h.waitDead()
+		h.start("")
+		if in := h.info("lim"); *in.Limits.MemoryBytes != *mib(64) {
+			t.Fatalf("limit:announced: memory limit %d after the crash, want the recorded %d", *in.Limits.MemoryBytes, *mib(64))
+		}
+		evs := outboxEvents(t, h, "lim")
+		k := kindsOf(evs)
+		if len(k) != 4 || k[2] != agent.EventLimitChanged || k[3] != agent.EventLimitChanged ||
+			*evs[2].Limits.MemoryBytes != *mib(48) || *evs[3].Limits.MemoryBytes != *mib(64) {
+			t.Fatalf("limit:announced: events %v, want [started limit_changed limit_changed limit_changed], the last two announcing 48 then 64 MiB", k)
+		}
+		// Said once: a third agent has nothing more to correct.
+		h.start("")
+		if k := kindsOf(outboxEvents(t, h, "lim")); len(k) != 4 {
+			t.Fatalf("limit:announced: events %v after another restart, want the same 4", k)
+		}
+	}
 }
 
 // startDying starts the agent with a crash point its startup reaches, and
@@ -123,20 +170,35 @@ func (h *host) info(id string) agent.Instance {
 // about id waiting in its outbox.
 func outboxKinds(t *testing.T, h *host, id string) []string {
 	t.Helper()
+	return kindsOf(outboxEvents(t, h, id))
+}
+
+// outboxEvents stops the agent and lists, in order, the events about id
+// waiting in its outbox.
+func outboxEvents(t *testing.T, h *host, id string) []agent.Event {
+	t.Helper()
 	h.kill() // the outbox is read as a restarted agent would, with nobody writing
 	ob, err := outbox.Open(filepath.Join(h.cfg.StateDir, "outbox"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kinds []string
+	var evs []agent.Event
 	for _, it := range ob.Pending(ob.Len()) {
 		var e agent.Event
 		if err := json.Unmarshal(it.Data, &e); err != nil {
 			t.Fatal(err)
 		}
 		if e.ID == id {
-			kinds = append(kinds, e.Kind)
+			evs = append(evs, e)
 		}
+	}
+	return evs
+}
+
+func kindsOf(evs []agent.Event) []string {
+	var kinds []string
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind)
 	}
 	return kinds
 }

@@ -73,10 +73,13 @@ type chaosChecker struct {
 	mu        sync.Mutex
 	delivered map[uint64]agent.Event    // first delivery of each seq
 	kinds     map[string]map[string]int // id → event kind → deliveries
-	ends      map[string]agent.State    // id → terminal state of its first end event
-	limits    map[string]agent.Event    // id → its limit_changed event of the highest seq
-	acks      []chaosAck
-	allowed   map[string][]agent.State // id → the terminal states its program can end in
+	// An id can be started again once an earlier instance under it ended
+	// or was rolled back; these keep to the events of the latest one.
+	started map[string]uint64      // id → seq of its latest started event
+	ends    map[string]agent.Event // id → its first end event after that
+	limits  map[string]agent.Event // id → its last limit_changed after that
+	acks    []chaosAck
+	allowed map[string][]agent.State // id → the terminal states its program can end in
 }
 
 func newChaosChecker(cfg *config.Config) *chaosChecker {
@@ -85,7 +88,8 @@ func newChaosChecker(cfg *config.Config) *chaosChecker {
 		mode:      cgtest.Mode(),
 		delivered: map[uint64]agent.Event{},
 		kinds:     map[string]map[string]int{},
-		ends:      map[string]agent.State{},
+		started:   map[string]uint64{},
+		ends:      map[string]agent.Event{},
 		limits:    map[string]agent.Event{},
 		allowed:   map[string][]agent.State{},
 	}
@@ -111,11 +115,28 @@ func (c *chaosChecker) addEvent(e agent.Event) {
 		c.kinds[e.ID] = map[string]int{}
 	}
 	c.kinds[e.ID][e.Kind]++
-	if e.Kind == agent.EventLimitChanged && e.Seq > c.limits[e.ID].Seq {
-		c.limits[e.ID] = e
-	}
-	if _, seen := c.ends[e.ID]; !seen && e.State.Terminal() && e.Kind != agent.EventLimitChanged {
-		c.ends[e.ID] = e.State
+	// By seq, not by arrival: a redelivery can come late.
+	switch {
+	case e.Kind == agent.EventStarted:
+		if e.Seq > c.started[e.ID] {
+			c.started[e.ID] = e.Seq
+			if end, ok := c.ends[e.ID]; ok && end.Seq < e.Seq {
+				delete(c.ends, e.ID)
+			}
+			if l, ok := c.limits[e.ID]; ok && l.Seq < e.Seq {
+				delete(c.limits, e.ID)
+			}
+		}
+	case e.Seq < c.started[e.ID]:
+		// about an earlier instance under this id
+	case e.Kind == agent.EventLimitChanged:
+		if e.Seq > c.limits[e.ID].Seq {
+			c.limits[e.ID] = e
+		}
+	case e.State.Terminal():
+		if end, ok := c.ends[e.ID]; !ok || e.Seq < end.Seq {
+			c.ends[e.ID] = e
+		}
 	}
 }
 
@@ -496,8 +517,8 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 		if c.kinds[id][kind] == 0 {
 			add("record %s: ended %s, but no %s event was delivered", id, r.State, kind)
 		}
-		if s, ok := c.ends[id]; ok && s != r.State {
-			add("record %s: ended %s, but its end event said %s", id, r.State, s)
+		if e, ok := c.ends[id]; ok && e.State != r.State {
+			add("record %s: ended %s, but its end event said %s", id, r.State, e.State)
 		}
 	}
 	// Without a record, an instance never ran — or ran and was rolled
@@ -661,6 +682,7 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		}
 	}
 	rec("fine", agent.StateStopped, chaosUIDMin+1, true, nil)
+	rec("again", agent.StateExited, chaosUIDMin+7, true, nil)
 	rec("lost", agent.StateCrashed, chaosUIDMin+2, true, nil)
 	rec("dead", agent.StateRunning, chaosUIDMin+3, false, func(r *chaosRecord) { r.PID, r.StartTime = gone.Process.Pid, 1 })
 	rec("dup-a", agent.StateStopped, chaosUIDMin+5, false, nil)
@@ -701,6 +723,13 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		{Seq: 9, ID: "nobody", Kind: agent.EventStopped, State: agent.StateStopped},
 		{Seq: 10, ID: "phantom", Kind: agent.EventStarted, State: agent.StateRunning},
 		{Seq: 11, ID: "escaped", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(32)}},
+		// "again" was started, rolled back, and started again under its
+		// id; that one exited: its record is consistent.
+		{Seq: 12, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning},
+		{Seq: 13, ID: "again", Kind: agent.EventStopped, State: agent.StateStopped},
+		{Seq: 14, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning},
+		{Seq: 15, ID: "again", Kind: agent.EventExited, State: agent.StateExited},
+		{Seq: 12, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning}, // redelivered late
 	} {
 		c.addEvent(e)
 	}
@@ -753,8 +782,8 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		}
 	}
 	for _, v := range got {
-		if strings.Contains(v, "fine") {
-			t.Errorf("violation about the consistent instance: %s", v)
+		if strings.Contains(v, "fine") || strings.HasPrefix(v, "record again:") {
+			t.Errorf("violation about a consistent instance: %s", v)
 		}
 	}
 	if t.Failed() {

@@ -213,14 +213,21 @@ func (a *Agent) announcedStarts(recs []*record) map[string]bool {
 // the record's limits. Nothing of the outbox has been sent yet, so the
 // announcement still goes out; a limit_changed with the limits in force
 // follows it, so that the last word a subscriber gets is the truth. Only
-// the last limit_changed of an instance matters: any earlier one was
-// followed by a recorded change.
+// the last limit_changed of the id's latest instance matters: any earlier
+// one was followed by a recorded change, and one before a started or an
+// end event was about an earlier instance under the id.
 func (a *Agent) correctAnnouncedLimits() {
 	last := map[string]*Limits{}
 	for _, it := range a.outbox.Pending(a.outbox.Len()) {
 		var e Event
-		if json.Unmarshal(it.Data, &e) == nil && e.Kind == EventLimitChanged && e.Limits != nil {
+		if json.Unmarshal(it.Data, &e) != nil {
+			continue
+		}
+		switch {
+		case e.Kind == EventLimitChanged && e.Limits != nil:
 			last[e.ID] = e.Limits
+		case e.Kind == EventStarted || isEnd(e):
+			delete(last, e.ID)
 		}
 	}
 	for id, l := range last {
@@ -230,6 +237,9 @@ func (a *Agent) correctAnnouncedLimits() {
 		if in == nil {
 			continue
 		}
+		// recover has started the instance's watchers: an end that comes
+		// meanwhile takes opMu, and is announced after the correction.
+		in.opMu.Lock()
 		in.mu.Lock()
 		rec, running := in.rec.Limits, in.rec.State == StateRunning && !in.rec.Released
 		in.mu.Unlock()
@@ -237,6 +247,7 @@ func (a *Agent) correctAnnouncedLimits() {
 			a.log.Info("reconcile: a limit change was announced but not recorded: announcing the limits in force", "id", id)
 			a.emitLimits(in, rec)
 		}
+		in.opMu.Unlock()
 	}
 }
 

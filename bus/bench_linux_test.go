@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +89,7 @@ func (ib *infoBench) run(b *testing.B, next func(c, k int) time.Time) {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
+	stolen := stealTicks(b).minus(steal0)
 	b.StopTimer()
 	var all latency.Sample
 	for _, s := range samples {
@@ -100,28 +100,37 @@ func (ib *infoBench) run(b *testing.B, next func(c, k int) time.Time) {
 	// What the hypervisor took from this VM meanwhile, in % of all its
 	// CPUs: stolen time comes in slices of milliseconds, which is what
 	// the p99 is made of when it is more than a few percent.
-	ticks := float64(stealTicks(b) - steal0)
-	b.ReportMetric(100*ticks/100/elapsed.Seconds()/float64(runtime.NumCPU()), "steal-%")
+	b.ReportMetric(100*float64(stolen.ticks)/100/elapsed.Seconds()/float64(stolen.cpus), "steal-%")
 }
 
-// stealTicks is the "steal" column of /proc/stat's cpu line: time, in
+type steal struct{ ticks, cpus int64 }
+
+func (s steal) minus(t steal) steal { return steal{s.ticks - t.ticks, s.cpus} }
+
+// stealTicks is the "steal" column of /proc/stat's cpu line — time, in
 // USER_HZ ticks (100 per second), the hypervisor ran something else while
-// one of this VM's CPUs wanted to run.
-func stealTicks(b *testing.B) int64 {
+// one of this VM's CPUs wanted to run — and the number of CPUs it sums.
+func stealTicks(b *testing.B) steal {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		b.Fatal(err)
 	}
-	line, _, _ := strings.Cut(string(raw), "\n")
-	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal
-	if len(f) < 9 || f[0] != "cpu" {
-		b.Fatalf("/proc/stat: unexpected first line %q", line)
+	var s steal
+	for i, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal
+		switch {
+		case i == 0:
+			if len(f) < 9 || f[0] != "cpu" {
+				b.Fatalf("/proc/stat: unexpected first line %q", line)
+			}
+			if s.ticks, err = strconv.ParseInt(f[8], 10, 64); err != nil {
+				b.Fatal(err)
+			}
+		case len(f) > 0 && strings.HasPrefix(f[0], "cpu"):
+			s.cpus++
+		}
 	}
-	n, err := strconv.ParseInt(f[8], 10, 64)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return n
+	return s
 }
 
 // BenchmarkInfo: `info` round trips over loopback NATS from 8 concurrent

@@ -715,6 +715,7 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 	}
 
 	c := newChaosChecker(cfg)
+	sixteen, shares := int64(16), int64(512)
 	for _, e := range []agent.Event{
 		{Seq: 1, ID: "fine", Kind: agent.EventStarted, State: agent.StateRunning},
 		{Seq: 2, ID: "fine", Kind: agent.EventStopped, State: agent.StateStopped},
@@ -730,6 +731,9 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		{Seq: 14, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning},
 		{Seq: 15, ID: "again", Kind: agent.EventExited, State: agent.StateExited},
 		{Seq: 12, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning}, // redelivered late
+		// A running record whose last limit change announced what it says.
+		{Seq: 16, ID: "dead", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(32)}},
+		{Seq: 17, ID: "dead", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(64), Pids: &sixteen, CPUShares: &shares}},
 	} {
 		c.addEvent(e)
 	}
@@ -782,7 +786,7 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 		}
 	}
 	for _, v := range got {
-		if strings.Contains(v, "fine") || strings.HasPrefix(v, "record again:") {
+		if strings.Contains(v, "fine") || strings.HasPrefix(v, "record again:") || strings.HasPrefix(v, "record dead: limits") {
 			t.Errorf("violation about a consistent instance: %s", v)
 		}
 	}

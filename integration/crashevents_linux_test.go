@@ -3,11 +3,15 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/outbox"
 )
@@ -127,8 +131,12 @@ func TestNoEventLostToACrash(t *testing.T) {
 		}
 		h.waitDead()
 		h.start("")
-		if in := h.info("lim"); *in.Limits.MemoryBytes != *mib(64) {
+		in := h.info("lim")
+		if *in.Limits.MemoryBytes != *mib(64) {
 			t.Fatalf("limit:announced: memory limit %d after the crash, want the recorded %d", *in.Limits.MemoryBytes, *mib(64))
+		}
+		if got := kernelMemoryLimit(t, in); got != *mib(64) {
+			t.Fatalf("limit:announced: the kernel's memory limit is %d after the crash, want the recorded %d", got, *mib(64))
 		}
 		evs := outboxEvents(t, h, "lim")
 		k := kindsOf(evs)
@@ -142,6 +150,24 @@ func TestNoEventLostToACrash(t *testing.T) {
 			t.Fatalf("limit:announced: events %v after another restart, want the same 4", k)
 		}
 	}
+}
+
+// kernelMemoryLimit reads in's memory limit from its cgroup.
+func kernelMemoryLimit(t *testing.T, in agent.Instance) int64 {
+	t.Helper()
+	p := filepath.Join(cgtest.Root, "memory", in.Cgroup, "memory.limit_in_bytes")
+	if cgtest.Mode() == cgroup.V2 {
+		p = filepath.Join(cgtest.Root, in.Cgroup, "memory.max")
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	return n
 }
 
 // startDying starts the agent with a crash point its startup reaches, and

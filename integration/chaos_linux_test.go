@@ -248,6 +248,12 @@ func (d *chaosDriver) next(i int) chaosOp {
 		n -= m.weight
 	}
 	op := chaosOp{kind: kind, viaBus: d.rng.IntN(10) < 7}
+	if (kind == opStartAgain || kind == opStop || kind == opLimit) && len(d.starts) == 0 {
+		// Nothing to repeat, stop or change yet.
+		op.kind = opStart
+		op.start = d.newStart(opStart, i)
+		return op
+	}
 	switch kind {
 	case opStart, opStartStubborn, opStartOOM, opStartExit:
 		if len(d.stoppable) >= maxStoppable {
@@ -257,28 +263,13 @@ func (d *chaosDriver) next(i int) chaosOp {
 		}
 		op.start = d.newStart(kind, i)
 	case opStartAgain:
-		if len(d.starts) == 0 {
-			op.kind = opStart
-			op.start = d.newStart(opStart, i)
-			return op
-		}
 		op.start = d.starts[d.rng.IntN(len(d.starts))]
 		if long := op.start.Name == "sleeper" || op.start.Name == "stubborn"; long && !contains(d.stoppable, op.start.ID) {
 			d.stoppable = append(d.stoppable, op.start.ID)
 		}
 	case opStop:
-		if len(d.starts) == 0 {
-			op.kind = opStart
-			op.start = d.newStart(opStart, i)
-			return op
-		}
 		op.stop = d.nextStop()
 	case opLimit:
-		if len(d.starts) == 0 {
-			op.kind = opStart
-			op.start = d.newStart(opStart, i)
-			return op
-		}
 		op.limit = d.nextLimit()
 	case opAgentKill:
 		op.delay = time.Duration(d.rng.IntN(200)) * time.Millisecond

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/health"
@@ -55,7 +56,7 @@ type Agent struct {
 	events    *Broker
 	outbox    *outbox.Outbox
 	host      hostInfo
-	defaults  Limits
+	defaults  api.Limits
 	retention time.Duration
 	instDir   string
 	quota     quota.Backend
@@ -134,7 +135,7 @@ func New(opts Options) (*Agent, error) {
 		ports:     lease.New(cfg.Ports.Min, cfg.Ports.Max),
 		instDir:   cfg.InstancesDir(),
 		store:     &store{dir: filepath.Join(cfg.StateDir, "records")},
-		defaults: Limits{
+		defaults: api.Limits{
 			MemoryBytes:   i64(cfg.Defaults.MemoryBytes),
 			SwapBytes:     i64(cfg.Defaults.SwapBytes),
 			CPUShares:     i64(cfg.Defaults.CPUShares),
@@ -377,7 +378,7 @@ func (a *Agent) all() []*instance {
 	return out
 }
 
-func (a *Agent) cgroupName(spec *Request) string {
+func (a *Agent) cgroupName(spec *api.Request) string {
 	return fmt.Sprintf("%s-%d-%s", spec.Name, spec.Index, spec.ID)
 }
 

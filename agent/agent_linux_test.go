@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/cgtest"
@@ -81,7 +82,7 @@ func stopAll(t testing.TB, a *Agent) {
 	for _, in := range l.Instances {
 		if !in.State.Terminal() {
 			zero := int64(0)
-			if _, err := a.Stop(context.Background(), StopRequest{ID: in.ID, TimeoutMS: &zero}); err != nil {
+			if _, err := a.Stop(context.Background(), api.StopRequest{ID: in.ID, TimeoutMS: &zero}); err != nil {
 				t.Errorf("cleanup stop %s: %v", in.ID, err)
 			}
 		}
@@ -95,7 +96,7 @@ func checkNoLeaks(t testing.TB, cfg *config.Config) {
 
 func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
 
-func mustStart(t *testing.T, a *Agent, req Request) *Instance {
+func mustStart(t *testing.T, a *Agent, req api.Request) *api.Instance {
 	t.Helper()
 	inst, err := a.Start(context.Background(), req)
 	if err != nil {
@@ -105,11 +106,11 @@ func mustStart(t *testing.T, a *Agent, req Request) *Instance {
 }
 
 // waitState polls info until the instance reaches state.
-func waitState(t *testing.T, a *Agent, id string, state State) *Instance {
+func waitState(t *testing.T, a *Agent, id string, state api.State) *api.Instance {
 	t.Helper()
 	deadline := time.Now().Add(cgtest.Timeout(10 * time.Second))
 	for {
-		inst, err := a.Info(context.Background(), InfoRequest{ID: id})
+		inst, err := a.Info(context.Background(), api.InfoRequest{ID: id})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,18 +128,18 @@ func TestExitDetection(t *testing.T) {
 	a := newTestAgent(t, nil)
 	cases := []struct {
 		script string
-		state  State
+		state  api.State
 		code   *int
 		signal string
 	}{
-		{"exit 0", StateExited, intp(0), ""},
-		{"exit 3", StateCrashed, intp(3), ""},
-		{"kill -KILL $$", StateCrashed, nil, "SIGKILL"},
+		{"exit 0", api.StateExited, intp(0), ""},
+		{"exit 3", api.StateCrashed, intp(3), ""},
+		{"kill -KILL $$", api.StateCrashed, nil, "SIGKILL"},
 		// the main process goes, a child stays: the child must die too
-		{"sleep 1000 & exit 0", StateExited, intp(0), ""},
+		{"sleep 1000 & exit 0", api.StateExited, intp(0), ""},
 	}
 	for i, c := range cases {
-		inst := mustStart(t, a, Request{Name: "exit", Index: i, Command: sh(c.script)})
+		inst := mustStart(t, a, api.Request{Name: "exit", Index: i, Command: sh(c.script)})
 		got := waitState(t, a, inst.ID, c.state)
 		if (got.ExitCode == nil) != (c.code == nil) || (c.code != nil && *got.ExitCode != *c.code) || got.ExitSignal != c.signal {
 			t.Errorf("%q: exit_code %v signal %q, want %v %q", c.script, got.ExitCode, got.ExitSignal, c.code, c.signal)
@@ -152,7 +153,7 @@ func TestExitDetection(t *testing.T) {
 
 func TestDuplicateID(t *testing.T) {
 	a := newTestAgent(t, nil)
-	req := Request{ID: "dup-1", Name: "dup", Command: sh("sleep 1000")}
+	req := api.Request{ID: "dup-1", Name: "dup", Command: sh("sleep 1000")}
 	first := mustStart(t, a, req)
 	again := mustStart(t, a, req)
 	if *again.PID != *first.PID {
@@ -160,7 +161,7 @@ func TestDuplicateID(t *testing.T) {
 	}
 	req.Command = sh("sleep 999")
 	_, err := a.Start(context.Background(), req)
-	if !errors.Is(err, ErrConflict) || AsError(err).Field != "id" {
+	if !errors.Is(err, api.ErrConflict) || api.AsError(err).Field != "id" {
 		t.Fatalf("different spec, same id: %v", err)
 	}
 }
@@ -179,11 +180,11 @@ func TestStartRollsBackOnSpawnFailure(t *testing.T) {
 	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Start(context.Background(), Request{ID: "rb", Name: "rb", Port: new(int), Command: []string{exe}})
-	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "permission denied") {
+	_, err = a.Start(context.Background(), api.Request{ID: "rb", Name: "rb", Port: new(int), Command: []string{exe}})
+	if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("start of an unreachable program: %v", err)
 	}
-	if _, err := a.Info(context.Background(), InfoRequest{ID: "rb"}); !errors.Is(err, ErrNotFound) {
+	if _, err := a.Info(context.Background(), api.InfoRequest{ID: "rb"}); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("rolled-back instance still known: %v", err)
 	}
 	checkNoLeaks(t, a.cfg)
@@ -194,7 +195,7 @@ func TestStartRollsBackOnSpawnFailure(t *testing.T) {
 
 func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
 	a := newTestAgent(t, nil)
-	keep := mustStart(t, a, Request{Name: "keep", Command: sh("sleep 1000")})
+	keep := mustStart(t, a, api.Request{Name: "keep", Command: sh("sleep 1000")})
 	stray := "stray-0-x"
 	// In every v1 hierarchy, or once under the cgroup2 mount.
 	parentDirs := cgtest.Dirs(a.cfg.Cgroup.Parent)
@@ -219,14 +220,14 @@ func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
 	if _, err := os.Stat(strayDir); !errors.Is(err, os.ErrNotExist) {
 		t.Error("unowned instance dir survived two scans")
 	}
-	if inst, _ := a.Info(context.Background(), InfoRequest{ID: keep.ID}); inst.State != StateRunning {
+	if inst, _ := a.Info(context.Background(), api.InfoRequest{ID: keep.ID}); inst.State != api.StateRunning {
 		t.Fatalf("owned instance hit by the scan: %s", inst.State)
 	}
 }
 
 func TestLogRotation(t *testing.T) {
 	a := newTestAgent(t, func(c *config.Config) { c.Logs.MaxBytes = 64 << 10; c.Logs.Keep = 2 })
-	inst := mustStart(t, a, Request{Name: "chatty", Command: sh("head -c 200000 /dev/zero | tr '\\0' x; sleep 1000")})
+	inst := mustStart(t, a, api.Request{Name: "chatty", Command: sh("head -c 200000 /dev/zero | tr '\\0' x; sleep 1000")})
 	log := filepath.Join(inst.Dir, "logs", "stdout.log")
 	deadline := time.Now().Add(cgtest.Timeout(5 * time.Second))
 	for {
@@ -299,7 +300,7 @@ func TestSecondAgentOnSameParentRefused(t *testing.T) {
 
 func TestLogRotationHostileFiles(t *testing.T) {
 	a := newTestAgent(t, func(c *config.Config) { c.Logs.MaxBytes = 4096; c.Logs.Keep = 1 })
-	inst := mustStart(t, a, Request{Name: "hostile", Command: sh("sleep 1000")})
+	inst := mustStart(t, a, api.Request{Name: "hostile", Command: sh("sleep 1000")})
 	logs := filepath.Join(inst.Dir, "logs")
 	// A FIFO where the rotated copy goes would block an open forever.
 	if err := syscall.Mkfifo(filepath.Join(logs, "stdout.log.1"), 0o600); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/cgtest"
@@ -149,12 +150,12 @@ func (w *wardCycler) cycle(b *testing.B, i int) (start, stop time.Duration) {
 func (w *wardCycler) run(b *testing.B, name string, i int) (start, stop time.Duration) {
 	ctx := context.Background()
 	t0 := time.Now()
-	inst, err := w.a.Start(ctx, Request{Name: name, Index: i, Command: []string{"/bin/sleep", "1000"}})
+	inst, err := w.a.Start(ctx, api.Request{Name: name, Index: i, Command: []string{"/bin/sleep", "1000"}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	t1 := time.Now()
-	if _, err := w.a.Stop(ctx, StopRequest{ID: inst.ID}); err != nil {
+	if _, err := w.a.Stop(ctx, api.StopRequest{ID: inst.ID}); err != nil {
 		b.Fatal(err)
 	}
 	return t1.Sub(t0), time.Since(t1)

@@ -3,6 +3,8 @@ package agent
 import (
 	"errors"
 	"testing"
+
+	"github.com/hostward/ward/api"
 )
 
 // FuzzDecode: no input makes decoding panic, and every refusal is an
@@ -19,22 +21,22 @@ func FuzzDecode(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	host := hostInfo{memTotal: 1 << 34, cpus: 2, portMin: 61000, portMax: 64999}
-	defaults := Limits{i64(1 << 28), i64(0), i64(1024), i64(0), i64(512), i64(1 << 30)}
+	defaults := api.Limits{MemoryBytes: i64(1 << 28), SwapBytes: i64(0), CPUShares: i64(1024), CPUMillicores: i64(0), Pids: i64(512), DiskBytes: i64(1 << 30)}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var r Request
-		if err := Decode(data, &r); err != nil {
-			if !errors.Is(err, ErrInvalidArgument) {
+		var r api.Request
+		if err := api.Decode(data, &r); err != nil {
+			if !errors.Is(err, api.ErrInvalidArgument) {
 				t.Fatalf("decode error is not invalid_argument: %v", err)
 			}
-		} else if _, _, err := normalize(r, defaults, host); err != nil && !errors.Is(err, ErrInvalidArgument) {
+		} else if _, _, err := normalize(r, defaults, host); err != nil && !errors.Is(err, api.ErrInvalidArgument) {
 			t.Fatalf("normalize error is not invalid_argument: %v", err)
 		}
-		var s StopRequest
-		if err := Decode(data, &s); err != nil && !errors.Is(err, ErrInvalidArgument) {
+		var s api.StopRequest
+		if err := api.Decode(data, &s); err != nil && !errors.Is(err, api.ErrInvalidArgument) {
 			t.Fatalf("stop: %v", err)
 		}
-		var l LimitRequest
-		if err := Decode(data, &l); err != nil && !errors.Is(err, ErrInvalidArgument) {
+		var l api.LimitRequest
+		if err := api.Decode(data, &l); err != nil && !errors.Is(err, api.ErrInvalidArgument) {
 			t.Fatalf("limit: %v", err)
 		}
 	})

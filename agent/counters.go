@@ -1,5 +1,6 @@
 package agent
 
+import "github.com/hostward/ward/api"
 import "time"
 
 // Counters are told of what the agent does, for its own metrics
@@ -30,5 +31,5 @@ func result(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	return string(AsError(err).Code)
+	return string(api.AsError(err).Code)
 }

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -46,10 +47,10 @@ func (a *Agent) facts(in *instance) endFacts {
 // the main process died by SIGKILL — the kernel's OOM killer — or in a way
 // nobody saw (it was re-adopted). Under notify, a main process that outlived
 // a child's OOM and then exited is an ordinary exit or crash.
-func classifyEnd(e spawn.Exit, f endFacts, killedForOOM, policyKill bool) (State, string) {
+func classifyEnd(e spawn.Exit, f endFacts, killedForOOM, policyKill bool) (api.State, string) {
 	fresh := f.oomKills > f.reported
 	if killedForOOM || fresh && (policyKill || !e.Known || e.Signal == unix.SIGKILL) {
-		return StateOOMKilled, oomReason(f)
+		return api.StateOOMKilled, oomReason(f)
 	}
 	return classifyExit(e)
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"sync"
 	"time"
+
+	"github.com/hostward/ward/api"
 )
 
 // Broker fans the agent's events out to local subscribers (`ward events`).
@@ -12,20 +14,20 @@ import (
 // (the events themselves are safe in the outbox until the bus has them).
 type Broker struct {
 	mu   sync.Mutex
-	subs map[chan Event]struct{}
+	subs map[chan api.Event]struct{}
 }
 
 const subscriberBuffer = 1024
 
 // NewBroker returns a broker with no subscribers.
 func NewBroker() *Broker {
-	return &Broker{subs: make(map[chan Event]struct{})}
+	return &Broker{subs: make(map[chan api.Event]struct{})}
 }
 
 // Subscribe returns a channel of every event from now on, and a function
 // that ends the subscription.
-func (b *Broker) Subscribe() (<-chan Event, func()) {
-	ch := make(chan Event, subscriberBuffer)
+func (b *Broker) Subscribe() (<-chan api.Event, func()) {
+	ch := make(chan api.Event, subscriberBuffer)
 	b.mu.Lock()
 	b.subs[ch] = struct{}{}
 	b.mu.Unlock()
@@ -40,7 +42,7 @@ func (b *Broker) Subscribe() (<-chan Event, func()) {
 }
 
 // Publish delivers e to every subscriber.
-func (b *Broker) Publish(e Event) {
+func (b *Broker) Publish(e api.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for ch := range b.subs {
@@ -53,13 +55,10 @@ func (b *Broker) Publish(e Event) {
 	}
 }
 
-// EventSubject is the bus subject of an event kind on a host.
-func EventSubject(host, kind string) string { return "ward." + host + ".events." + kind }
-
 // publish numbers e, stores it in the outbox (from where the bus takes it)
 // and hands it to local subscribers. The number comes from the outbox so it
 // survives restarts: a host's events are numbered 1, 2, 3... for life.
-func (a *Agent) publish(e Event) {
+func (a *Agent) publish(e api.Event) {
 	a.deliver(a.number(e, false))
 }
 
@@ -69,7 +68,7 @@ func (a *Agent) publish(e Event) {
 // commit is called, once the record says it. An agent that dies in between
 // leaves the event stored for the next one's reconcile to answer (see
 // announcedStarts).
-func (a *Agent) announce(e Event) (commit func()) {
+func (a *Agent) announce(e api.Event) (commit func()) {
 	e = a.number(e, true)
 	return func() {
 		if e.Seq != 0 {
@@ -81,7 +80,7 @@ func (a *Agent) announce(e Event) (commit func()) {
 
 // number stores e in the outbox, held back from the bus if held, and
 // returns it with its number (0 if it could not be stored).
-func (a *Agent) number(e Event, held bool) Event {
+func (a *Agent) number(e api.Event, held bool) api.Event {
 	e.Host = a.cfg.HostID
 	store := a.outbox.Append
 	if held {
@@ -90,7 +89,7 @@ func (a *Agent) number(e Event, held bool) Event {
 	it, err := store(func(seq uint64) (string, []byte, error) {
 		e.Seq = seq
 		b, err := json.Marshal(e)
-		return EventSubject(e.Host, e.Kind), b, err
+		return api.EventSubject(e.Host, e.Kind), b, err
 	})
 	if err != nil {
 		a.log.Error("event not stored: it will not reach the bus", "id", e.ID, "kind", e.Kind, "err", err)
@@ -102,14 +101,14 @@ func (a *Agent) number(e Event, held bool) Event {
 }
 
 // deliver hands a numbered event to local subscribers.
-func (a *Agent) deliver(e Event) {
+func (a *Agent) deliver(e api.Event) {
 	a.events.Publish(e)
 	a.count(func(c Counters) { c.EventPublished(e.Kind) })
 }
 
 // event is a new event of kind about in, as of now. Caller holds in.mu.
-func (in *instance) event(kind string) Event {
-	return Event{Time: time.Now().UTC(), ID: in.id, Name: in.name, Index: in.index, Kind: kind, State: in.rec.State}
+func (in *instance) event(kind string) api.Event {
+	return api.Event{Time: time.Now().UTC(), ID: in.id, Name: in.name, Index: in.index, Kind: kind, State: in.rec.State}
 }
 
 func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
@@ -125,7 +124,7 @@ func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
 	a.publish(e)
 }
 
-func (a *Agent) emitLimits(in *instance, l Limits) {
+func (a *Agent) emitLimits(in *instance, l api.Limits) {
 	in.mu.Lock()
 	e := in.limitsEvent(l)
 	in.mu.Unlock()
@@ -133,8 +132,8 @@ func (a *Agent) emitLimits(in *instance, l Limits) {
 }
 
 // limitsEvent is the limit_changed event for limits l. Caller holds in.mu.
-func (in *instance) limitsEvent(l Limits) Event {
-	e := in.event(EventLimitChanged)
+func (in *instance) limitsEvent(l api.Limits) api.Event {
+	e := in.event(api.EventLimitChanged)
 	e.Limits = &l
 	return e
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/health"
 )
 
@@ -35,7 +36,7 @@ func (a *Agent) onHealthChange(id string, from, to health.Status, reason string)
 		return
 	}
 	in.mu.Lock()
-	e := in.event(EventHealthChanged)
+	e := in.event(api.EventHealthChanged)
 	e.Health = string(to)
 	e.Reason = string(from) + " → " + string(to) + ": " + reason
 	in.mu.Unlock()

@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"time"
+
+	"github.com/hostward/ward/api"
 )
 
 // Info returns everything known about one instance.
-func (a *Agent) Info(ctx context.Context, req InfoRequest) (*Instance, error) {
+func (a *Agent) Info(ctx context.Context, req api.InfoRequest) (*api.Instance, error) {
 	if err := validateID("id", req.ID); err != nil {
 		return nil, err
 	}
@@ -18,9 +20,9 @@ func (a *Agent) Info(ctx context.Context, req InfoRequest) (*Instance, error) {
 }
 
 // List returns every instance the agent knows, live and recently ended.
-func (a *Agent) List(ctx context.Context) (*List, error) {
+func (a *Agent) List(ctx context.Context) (*api.List, error) {
 	ins := a.all()
-	out := &List{Instances: make([]Instance, 0, len(ins))}
+	out := &api.List{Instances: make([]api.Instance, 0, len(ins))}
 	for _, in := range ins {
 		out.Instances = append(out.Instances, *a.snapshot(in, true))
 	}
@@ -28,11 +30,11 @@ func (a *Agent) List(ctx context.Context) (*List, error) {
 }
 
 // snapshot renders an instance; with usage it also reads its cgroup.
-func (a *Agent) snapshot(in *instance, usage bool) *Instance {
+func (a *Agent) snapshot(in *instance, usage bool) *api.Instance {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	rec := &in.rec
-	inst := &Instance{
+	inst := &api.Instance{
 		ID:              rec.Spec.ID,
 		Name:            rec.Spec.Name,
 		Index:           rec.Spec.Index,
@@ -42,7 +44,7 @@ func (a *Agent) snapshot(in *instance, usage bool) *Instance {
 		Command:         rec.Spec.Command,
 		Routes:          rec.Spec.Routes,
 		HealthCheck:     rec.Spec.HealthCheck,
-		Limits:          mergeLimits(rec.Limits, Limits{}),
+		Limits:          mergeLimits(rec.Limits, api.Limits{}),
 		CreatedAt:       rec.CreatedAt,
 		StartedAt:       rec.StartedAt,
 		ExitedAt:        rec.ExitedAt,
@@ -53,7 +55,7 @@ func (a *Agent) snapshot(in *instance, usage bool) *Instance {
 		StderrTail:      rec.StderrTail,
 		Reason:          rec.Reason,
 	}
-	if rec.State == StateRunning {
+	if rec.State == api.StateRunning {
 		inst.Health = a.healthOf(rec.Spec.ID)
 	}
 	if !rec.State.Terminal() {
@@ -65,7 +67,7 @@ func (a *Agent) snapshot(in *instance, usage bool) *Instance {
 			inst.Port = intp(rec.Port)
 		}
 	}
-	if usage && rec.State == StateRunning && in.group != nil {
+	if usage && rec.State == api.StateRunning && in.group != nil {
 		// The reporter's latest sample costs nothing to read; an instance
 		// younger than it is read from its cgroup.
 		if smp, ok := a.sampler.Lookup(rec.Spec.ID); ok {

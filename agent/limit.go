@@ -3,15 +3,17 @@ package agent
 import (
 	"context"
 	"reflect"
+
+	"github.com/hostward/ward/api"
 )
 
 // Limit changes the limits of a running instance, live. Only the limits
 // given change; on failure the old ones stay in force and on record.
-func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) {
+func (a *Agent) Limit(ctx context.Context, req api.LimitRequest) (*api.Instance, error) {
 	if err := validateID("id", req.ID); err != nil {
 		return nil, err
 	}
-	if reflect.DeepEqual(req.Limits, Limits{}) {
+	if reflect.DeepEqual(req.Limits, api.Limits{}) {
 		return nil, invalid("limits", "no limit given")
 	}
 	in, err := a.lookup(req.ID)
@@ -28,8 +30,8 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 	old := in.rec.Limits
 	state := in.rec.State
 	in.mu.Unlock()
-	if state != StateRunning {
-		return nil, &Error{Code: CodeConflict, Field: "id", Message: "instance is " + string(state) + ", not running"}
+	if state != api.StateRunning {
+		return nil, &api.Error{Code: api.CodeConflict, Field: "id", Message: "instance is " + string(state) + ", not running"}
 	}
 	next := mergeLimits(old, req.Limits)
 	if err := validateLimits(next, a.host); err != nil {
@@ -67,7 +69,7 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 		// right after it.
 		commit()
 		a.emitLimits(in, old)
-		return nil, internal(err)
+		return nil, api.Internal(err)
 	}
 	crashpoint("limit:recorded")
 	inst := a.snapshot(in, false)
@@ -75,7 +77,7 @@ func (a *Agent) Limit(ctx context.Context, req LimitRequest) (*Instance, error) 
 	return inst, nil
 }
 
-func (a *Agent) restoreLimits(in *instance, old Limits) {
+func (a *Agent) restoreLimits(in *instance, old api.Limits) {
 	if err := in.group.Update(resources(old)); err != nil {
 		a.log.Error("limit: restore old limits", "id", in.id, "err", err)
 	}

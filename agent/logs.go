@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/api"
 )
 
 // logCheckInterval is how often instance logs are checked against
@@ -27,7 +29,7 @@ const logCheckInterval = 2 * time.Second
 func (a *Agent) rotateLogs() {
 	for _, in := range a.all() {
 		in.mu.Lock()
-		running := in.rec.State == StateRunning
+		running := in.rec.State == api.StateRunning
 		dir, uid := in.rec.Dir, in.rec.UID
 		in.mu.Unlock()
 		if !running {

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 )
 
@@ -15,7 +16,7 @@ import (
 // every 2 s, that cost the agent as much CPU as sampling them all.
 func TestLogCheckUnderCapOpensNothing(t *testing.T) {
 	a := newTestAgent(t, func(c *config.Config) { c.Logs.MaxBytes = 4096; c.Logs.Keep = 1 })
-	inst := mustStart(t, a, Request{Name: "quiet", Command: sh("echo hi; exec sleep 1000")})
+	inst := mustStart(t, a, api.Request{Name: "quiet", Command: sh("echo hi; exec sleep 1000")})
 	logs := filepath.Join(inst.Dir, "logs")
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {

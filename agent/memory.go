@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/oom"
 )
 
@@ -53,7 +54,7 @@ func (a *Agent) onMemoryEvent(ev oom.Event) {
 			return
 		}
 		in.mu.Lock()
-		running := in.rec.State == StateRunning
+		running := in.rec.State == api.StateRunning
 		in.mu.Unlock()
 		if running {
 			a.emitPressure(in, ev.Level)
@@ -78,7 +79,7 @@ func (a *Agent) handleOOM(in *instance, ev oom.Event) {
 	in.opMu.Lock()
 	defer in.opMu.Unlock()
 	in.mu.Lock()
-	live := !in.removed && in.rec.State == StateRunning && in.group != nil && ev.OOMKills > in.rec.OOMKills
+	live := !in.removed && in.rec.State == api.StateRunning && in.group != nil && ev.OOMKills > in.rec.OOMKills
 	g, proc := in.group, in.proc
 	in.mu.Unlock()
 	if !live {
@@ -119,7 +120,7 @@ func (a *Agent) notifyOOM(in *instance, kills uint64, when string) {
 	}
 	reason := oomReason(endFacts{oomKills: kills, limit: limit}) + when + "; the kernel killed a task, oom.policy notify leaves the instance running"
 	in.mu.Lock()
-	e := in.event(EventOOMKilled)
+	e := in.event(api.EventOOMKilled)
 	e.Reason, e.OOMKills = reason, kills
 	in.mu.Unlock()
 	a.publish(e)
@@ -127,7 +128,7 @@ func (a *Agent) notifyOOM(in *instance, kills uint64, when string) {
 
 func (a *Agent) emitPressure(in *instance, level string) {
 	in.mu.Lock()
-	e := in.event(EventMemoryPressure)
+	e := in.event(api.EventMemoryPressure)
 	e.Level = level
 	e.Reason = fmt.Sprintf("memory pressure %s near the %d byte limit", level, *in.rec.Limits.MemoryBytes)
 	in.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
 	"github.com/hostward/ward/internal/latency"
@@ -28,7 +29,7 @@ func BenchmarkOOMKill(b *testing.B) {
 	mem := int64(16 << 20)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := a.Start(ctx, Request{Name: "hog", Index: i, Limits: Limits{MemoryBytes: &mem},
+		if _, err := a.Start(ctx, api.Request{Name: "hog", Index: i, Limits: api.Limits{MemoryBytes: &mem},
 			Command: sh(hog + " & exec sleep 1000")}); err != nil {
 			b.Fatal(err)
 		}
@@ -66,12 +67,12 @@ func BenchmarkStartQuota(b *testing.B) {
 	var withQuota, without latency.Sample
 	cycle := func(a *Agent, s *latency.Sample, i int) {
 		t0 := time.Now()
-		inst, err := a.Start(ctx, Request{Name: "bench", Index: i, Command: []string{"/bin/sleep", "1000"}})
+		inst, err := a.Start(ctx, api.Request{Name: "bench", Index: i, Command: []string{"/bin/sleep", "1000"}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		s.Since(t0)
-		if _, err := a.Stop(ctx, StopRequest{ID: inst.ID}); err != nil {
+		if _, err := a.Stop(ctx, api.StopRequest{ID: inst.ID}); err != nil {
 			b.Fatal(err)
 		}
 	}

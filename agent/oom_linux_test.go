@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 )
 
@@ -55,17 +56,17 @@ func (g *gate) open(n int) {
 // stop is called.
 type terminalEvents struct {
 	mu   sync.Mutex
-	byID map[string][]Event
+	byID map[string][]api.Event
 	done chan struct{}
 }
 
 func collectEvents(t *testing.T, a *Agent) *terminalEvents {
 	ch, cancel := a.Events().Subscribe()
-	te := &terminalEvents{byID: map[string][]Event{}, done: make(chan struct{})}
+	te := &terminalEvents{byID: map[string][]api.Event{}, done: make(chan struct{})}
 	go func() {
 		defer close(te.done)
 		for e := range ch {
-			if e.State.Terminal() || e.Kind == EventOOMKilled {
+			if e.State.Terminal() || e.Kind == api.EventOOMKilled {
 				te.mu.Lock()
 				te.byID[e.ID] = append(te.byID[e.ID], e)
 				te.mu.Unlock()
@@ -76,16 +77,16 @@ func collectEvents(t *testing.T, a *Agent) *terminalEvents {
 	return te
 }
 
-func (te *terminalEvents) of(id string) []Event {
+func (te *terminalEvents) of(id string) []api.Event {
 	te.mu.Lock()
 	defer te.mu.Unlock()
-	return append([]Event(nil), te.byID[id]...)
+	return append([]api.Event(nil), te.byID[id]...)
 }
 
-func wantOOMKilled(t *testing.T, inst *Instance, limit int64) {
+func wantOOMKilled(t *testing.T, inst *api.Instance, limit int64) {
 	t.Helper()
 	prefix := fmt.Sprintf("out of memory: %d byte limit", limit)
-	if inst.State != StateOOMKilled || !strings.HasPrefix(inst.Reason, prefix) || inst.OOMKills < 1 {
+	if inst.State != api.StateOOMKilled || !strings.HasPrefix(inst.Reason, prefix) || inst.OOMKills < 1 {
 		t.Fatalf("instance %s: state %s, reason %q, oom_kills %d; want oom_killed, %q", inst.ID, inst.State, inst.Reason, inst.OOMKills, prefix)
 	}
 }
@@ -99,10 +100,10 @@ func TestOOMOfChildKillsWholeInstance(t *testing.T) {
 	a.SetCounters(counted)
 	te := collectEvents(t, a)
 	mem := int64(32 << 20)
-	neighbour := mustStart(t, a, Request{Name: "neighbour", Command: sh("exec sleep 1000")})
-	inst := mustStart(t, a, Request{Name: "parent", Limits: Limits{MemoryBytes: &mem},
+	neighbour := mustStart(t, a, api.Request{Name: "neighbour", Command: sh("exec sleep 1000")})
+	inst := mustStart(t, a, api.Request{Name: "parent", Limits: api.Limits{MemoryBytes: &mem},
 		Command: sh("echo hogging >&2; " + hog + " & exec sleep 1000")})
-	end := waitState(t, a, inst.ID, StateOOMKilled)
+	end := waitState(t, a, inst.ID, api.StateOOMKilled)
 	wantOOMKilled(t, end, mem)
 	if end.ExitSignal != "SIGKILL" {
 		t.Errorf("main process ended by %q, want SIGKILL from the agent", end.ExitSignal)
@@ -111,15 +112,15 @@ func TestOOMOfChildKillsWholeInstance(t *testing.T) {
 		t.Errorf("stderr tail %q", end.StderrTail)
 	}
 	waitFor(t, "the oom_killed event", func() bool { return len(te.of(inst.ID)) > 0 })
-	if evs := te.of(inst.ID); len(evs) != 1 || evs[0].Kind != EventOOMKilled || evs[0].OOMKills < 1 || evs[0].MemoryPeakBytes == nil {
+	if evs := te.of(inst.ID); len(evs) != 1 || evs[0].Kind != api.EventOOMKilled || evs[0].OOMKills < 1 || evs[0].MemoryPeakBytes == nil {
 		t.Fatalf("terminal events %+v, want one oom_killed with its counts", evs)
 	}
-	if n, _ := a.Info(context.Background(), InfoRequest{ID: neighbour.ID}); n.State != StateRunning || *n.PID != *neighbour.PID {
+	if n, _ := a.Info(context.Background(), api.InfoRequest{ID: neighbour.ID}); n.State != api.StateRunning || *n.PID != *neighbour.PID {
 		t.Fatalf("neighbour: %+v", n)
 	}
 	counted.mu.Lock()
 	defer counted.mu.Unlock()
-	if counted.oomKills != end.OOMKills || counted.starts["ok"] != 2 || counted.events[EventOOMKilled] != 1 {
+	if counted.oomKills != end.OOMKills || counted.starts["ok"] != 2 || counted.events[api.EventOOMKilled] != 1 {
 		t.Fatalf("counters: %d OOM kills (instance says %d), starts %v, events %v", counted.oomKills, end.OOMKills, counted.starts, counted.events)
 	}
 }
@@ -157,9 +158,9 @@ func (c *countingCounters) ObserveSample(took time.Duration) {}
 func TestOOMInFirstMillisecond(t *testing.T) {
 	a := newTestAgent(t, nil)
 	mem := int64(8 << 20)
-	inst := mustStart(t, a, Request{Name: "instant", Limits: Limits{MemoryBytes: &mem},
+	inst := mustStart(t, a, api.Request{Name: "instant", Limits: api.Limits{MemoryBytes: &mem},
 		Command: sh(hog + " & exec sleep 1000")})
-	wantOOMKilled(t, waitState(t, a, inst.ID, StateOOMKilled), mem)
+	wantOOMKilled(t, waitState(t, a, inst.ID, api.StateOOMKilled), mem)
 }
 
 // TestFiftyOOMsAtOnce: fifty instances run out of memory together; each
@@ -170,10 +171,10 @@ func TestFiftyOOMsAtOnce(t *testing.T) {
 	te := collectEvents(t, a)
 	g := newGate(t)
 	mem := int64(16 << 20)
-	neighbour := mustStart(t, a, Request{Name: "neighbour", Command: sh("exec sleep 1000")})
+	neighbour := mustStart(t, a, api.Request{Name: "neighbour", Command: sh("exec sleep 1000")})
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = mustStart(t, a, Request{Name: "hog", Index: i, Limits: Limits{MemoryBytes: &mem},
+		ids[i] = mustStart(t, a, api.Request{Name: "hog", Index: i, Limits: api.Limits{MemoryBytes: &mem},
 			Command: sh("read x < " + g.path + "; " + hog + " & exec sleep 1000")}).ID
 	}
 	g.open(n)
@@ -181,7 +182,7 @@ func TestFiftyOOMsAtOnce(t *testing.T) {
 	for _, id := range ids {
 		for len(te.of(id)) == 0 {
 			if time.Now().After(deadline) {
-				inst, _ := a.Info(context.Background(), InfoRequest{ID: id})
+				inst, _ := a.Info(context.Background(), api.InfoRequest{ID: id})
 				t.Fatalf("no terminal event for %s: %+v", id, inst)
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -190,13 +191,13 @@ func TestFiftyOOMsAtOnce(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // room for a doubled event to show
 	for _, id := range ids {
 		evs := te.of(id)
-		if len(evs) != 1 || evs[0].Kind != EventOOMKilled {
+		if len(evs) != 1 || evs[0].Kind != api.EventOOMKilled {
 			t.Errorf("%s: events %+v, want exactly one oom_killed", id, evs)
 		}
-		inst, _ := a.Info(context.Background(), InfoRequest{ID: id})
+		inst, _ := a.Info(context.Background(), api.InfoRequest{ID: id})
 		wantOOMKilled(t, inst, mem)
 	}
-	if nb, _ := a.Info(context.Background(), InfoRequest{ID: neighbour.ID}); nb.State != StateRunning || *nb.PID != *neighbour.PID {
+	if nb, _ := a.Info(context.Background(), api.InfoRequest{ID: neighbour.ID}); nb.State != api.StateRunning || *nb.PID != *neighbour.PID {
 		t.Fatalf("neighbour: %+v", nb)
 	}
 }
@@ -211,11 +212,11 @@ func TestStopWhileOOMing(t *testing.T) {
 	mem := int64(16 << 20)
 	zero := int64(0)
 	for i := 0; i < 16; i++ {
-		inst := mustStart(t, a, Request{Name: "race", Index: i, Limits: Limits{MemoryBytes: &mem},
+		inst := mustStart(t, a, api.Request{Name: "race", Index: i, Limits: api.Limits{MemoryBytes: &mem},
 			Command: sh("read x < " + g.path + "; " + hog + " & exec sleep 1000")})
 		g.open(1)
 		time.Sleep(time.Duration(i) * 4 * time.Millisecond)
-		stopped, err := a.Stop(context.Background(), StopRequest{ID: inst.ID, TimeoutMS: &zero})
+		stopped, err := a.Stop(context.Background(), api.StopRequest{ID: inst.ID, TimeoutMS: &zero})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,7 +226,7 @@ func TestStopWhileOOMing(t *testing.T) {
 		waitFor(t, "a terminal event", func() bool { return len(te.of(inst.ID)) > 0 })
 		time.Sleep(50 * time.Millisecond)
 		evs := te.of(inst.ID)
-		final, _ := a.Info(context.Background(), InfoRequest{ID: inst.ID})
+		final, _ := a.Info(context.Background(), api.InfoRequest{ID: inst.ID})
 		if len(evs) != 1 || evs[0].State != final.State || final.State != stopped.State {
 			t.Fatalf("round %d: stop said %s, record says %s, events %+v: want one end", i, stopped.State, final.State, evs)
 		}
@@ -239,19 +240,19 @@ func TestOOMPolicyNotify(t *testing.T) {
 	a := newTestAgent(t, func(c *config.Config) { c.OOM.Policy = "notify" })
 	te := collectEvents(t, a)
 	mem := int64(32 << 20)
-	inst := mustStart(t, a, Request{Name: "notify", Limits: Limits{MemoryBytes: &mem},
+	inst := mustStart(t, a, api.Request{Name: "notify", Limits: api.Limits{MemoryBytes: &mem},
 		Command: sh(hog + "; exec sleep 1000")})
 	waitFor(t, "the OOM notice", func() bool { return len(te.of(inst.ID)) > 0 })
 	ev := te.of(inst.ID)[0]
-	if ev.Kind != EventOOMKilled || ev.State != StateRunning || !strings.Contains(ev.Reason, "leaves the instance running") {
+	if ev.Kind != api.EventOOMKilled || ev.State != api.StateRunning || !strings.Contains(ev.Reason, "leaves the instance running") {
 		t.Fatalf("event %+v, want oom_killed with state running", ev)
 	}
 	if ev.OOMKills < 1 {
 		t.Errorf("notice without oom_kills: %+v", ev)
 	}
 	time.Sleep(2 * notifyGrace)
-	now, _ := a.Info(context.Background(), InfoRequest{ID: inst.ID})
-	if now.State != StateRunning || *now.PID != *inst.PID || now.OOMKills != ev.OOMKills {
+	now, _ := a.Info(context.Background(), api.InfoRequest{ID: inst.ID})
+	if now.State != api.StateRunning || *now.PID != *inst.PID || now.OOMKills != ev.OOMKills {
 		t.Fatalf("instance %s pid %v oom_kills %d after a notify OOM; want running, pid %d", now.State, now.PID, now.OOMKills, *inst.PID)
 	}
 	if evs := te.of(inst.ID); len(evs) != 1 {
@@ -260,11 +261,11 @@ func TestOOMPolicyNotify(t *testing.T) {
 
 	// When the kernel's victim is the main process, the instance has
 	// ended: one oom_killed event, the terminal one, and no notice.
-	main := mustStart(t, a, Request{Name: "notify-main", Limits: Limits{MemoryBytes: &mem}, Command: sh("exec " + hog)})
-	end := waitState(t, a, main.ID, StateOOMKilled)
+	main := mustStart(t, a, api.Request{Name: "notify-main", Limits: api.Limits{MemoryBytes: &mem}, Command: sh("exec " + hog)})
+	end := waitState(t, a, main.ID, api.StateOOMKilled)
 	wantOOMKilled(t, end, mem)
 	time.Sleep(2 * notifyGrace)
-	if evs := te.of(main.ID); len(evs) != 1 || evs[0].State != StateOOMKilled {
+	if evs := te.of(main.ID); len(evs) != 1 || evs[0].State != api.StateOOMKilled {
 		t.Fatalf("main process OOM-killed under notify: events %+v, want one terminal oom_killed", evs)
 	}
 }

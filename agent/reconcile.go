@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/oom"
@@ -75,7 +76,7 @@ func (a *Agent) recover(rec *record, announced bool) error {
 			}
 		}
 	}
-	if rec.State == StateStarting {
+	if rec.State == api.StateStarting {
 		log.Info("reconcile: rolling back an unfinished start", "announced", announced)
 		if announced {
 			// Its end is stored before the record goes (see
@@ -98,7 +99,7 @@ func (a *Agent) recover(rec *record, announced bool) error {
 	in.group = g
 
 	switch rec.State {
-	case StateRunning:
+	case api.StateRunning:
 		p, err := spawn.Adopt(rec.PID, rec.StartTime)
 		if err == nil && g != nil {
 			in.proc = p
@@ -145,7 +146,7 @@ func (a *Agent) recover(rec *record, announced bool) error {
 			// on to.
 			p.Signal(unix.SIGKILL)
 			acl.KillUID(rec.UID)
-			return a.recoverFinish(in, StateCrashed, "cgroup vanished while the agent was down; main process killed")
+			return a.recoverFinish(in, api.StateCrashed, "cgroup vanished while the agent was down; main process killed")
 		}
 		if !errors.Is(err, spawn.ErrGone) {
 			return fmt.Errorf("record %s: %w", in.id, err)
@@ -153,16 +154,16 @@ func (a *Agent) recover(rec *record, announced bool) error {
 		// Its cgroup's OOM counter still says whether memory ended it.
 		f := a.facts(in)
 		state, reason := classifyEnd(spawn.Exit{}, f, false, a.policyKill())
-		if state == StateExited {
+		if state == api.StateExited {
 			reason = "main process exited while the agent was down; exit status unknown"
 		} else {
 			reason += " (while the agent was down)"
 		}
 		a.noteEnd(in, f, state)
 		return a.recoverFinish(in, state, reason)
-	case StateStopping:
+	case api.StateStopping:
 		a.terminate(in, 0)
-		return a.recoverFinish(in, StateStopped, "stopped by request")
+		return a.recoverFinish(in, api.StateStopped, "stopped by request")
 	}
 	log.Info("reconcile: finishing release", "state", rec.State)
 	if err := a.finish(in, rec.State, "", false); err != nil {
@@ -184,7 +185,7 @@ func (a *Agent) recover(rec *record, announced bool) error {
 func (a *Agent) announcedStarts(recs []*record) map[string]bool {
 	starting := map[string]bool{}
 	for _, rec := range recs {
-		if rec.State == StateStarting {
+		if rec.State == api.StateStarting {
 			starting[rec.Spec.ID] = true
 		}
 	}
@@ -193,12 +194,12 @@ func (a *Agent) announcedStarts(recs []*record) map[string]bool {
 	}
 	announced := map[string]bool{}
 	for _, it := range a.outbox.Pending(a.outbox.Len()) {
-		var e Event
+		var e api.Event
 		if json.Unmarshal(it.Data, &e) != nil || !starting[e.ID] {
 			continue
 		}
 		switch {
-		case e.Kind == EventStarted:
+		case e.Kind == api.EventStarted:
 			announced[e.ID] = true
 		case isEnd(e):
 			announced[e.ID] = false
@@ -217,16 +218,16 @@ func (a *Agent) announcedStarts(recs []*record) map[string]bool {
 // one was followed by a recorded change, and one before a started or an
 // end event was about an earlier instance under the id.
 func (a *Agent) correctAnnouncedLimits() {
-	last := map[string]*Limits{}
+	last := map[string]*api.Limits{}
 	for _, it := range a.outbox.Pending(a.outbox.Len()) {
-		var e Event
+		var e api.Event
 		if json.Unmarshal(it.Data, &e) != nil {
 			continue
 		}
 		switch {
-		case e.Kind == EventLimitChanged && e.Limits != nil:
+		case e.Kind == api.EventLimitChanged && e.Limits != nil:
 			last[e.ID] = e.Limits
-		case e.Kind == EventStarted || isEnd(e):
+		case e.Kind == api.EventStarted || isEnd(e):
 			delete(last, e.ID)
 		}
 	}
@@ -241,7 +242,7 @@ func (a *Agent) correctAnnouncedLimits() {
 		// meanwhile takes opMu, and is announced after the correction.
 		in.opMu.Lock()
 		in.mu.Lock()
-		rec, running := in.rec.Limits, in.rec.State == StateRunning && !in.rec.Released
+		rec, running := in.rec.Limits, in.rec.State == api.StateRunning && !in.rec.Released
 		in.mu.Unlock()
 		if running && !reflect.DeepEqual(*l, rec) {
 			a.log.Info("reconcile: a limit change was announced but not recorded: announcing the limits in force", "id", id)
@@ -253,17 +254,17 @@ func (a *Agent) correctAnnouncedLimits() {
 
 // isEnd reports whether e announces an instance's end (an oom_killed
 // event under the notify policy leaves it running).
-func isEnd(e Event) bool {
+func isEnd(e api.Event) bool {
 	switch e.Kind {
-	case EventStopped, EventExited, EventCrashed:
+	case api.EventStopped, api.EventExited, api.EventCrashed:
 		return true
-	case EventOOMKilled:
-		return e.State != StateRunning
+	case api.EventOOMKilled:
+		return e.State != api.StateRunning
 	}
 	return false
 }
 
-func (a *Agent) recoverFinish(in *instance, state State, reason string) error {
+func (a *Agent) recoverFinish(in *instance, state api.State, reason string) error {
 	a.log.Info("reconcile: instance ended", "id", in.id, "state", state, "reason", reason)
 	if err := a.finish(in, state, reason, true); err != nil {
 		// Recorded as terminal already; the next scan or agent retries.

@@ -3,6 +3,7 @@ package agent
 import (
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/reporter"
 )
 
@@ -13,7 +14,7 @@ func (a *Agent) reportInstances() []reporter.Instance {
 	for _, in := range ins {
 		in.mu.Lock()
 		rec := &in.rec
-		if rec.State != StateRunning || in.group == nil {
+		if rec.State != api.StateRunning || in.group == nil {
 			in.mu.Unlock()
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/health"
 	"github.com/hostward/ward/router"
 )
@@ -52,7 +53,7 @@ func (a *Agent) syncRoute(in *instance) {
 	in.mu.Lock()
 	rec := &in.rec
 	rt := a.route(in)
-	routable := rec.State == StateRunning && rec.Port != 0 && len(rec.Spec.Routes) > 0 && !in.removed
+	routable := rec.State == api.StateRunning && rec.Port != 0 && len(rec.Spec.Routes) > 0 && !in.removed
 	checked := rec.Spec.HealthCheck != nil
 	in.mu.Unlock()
 	if routable && checked {
@@ -102,7 +103,7 @@ func (a *Agent) tagRoutes() {
 	}
 	for _, in := range a.all() {
 		in.mu.Lock()
-		routed := in.rec.State == StateRunning && in.rec.Port != 0 && len(in.rec.Spec.Routes) > 0
+		routed := in.rec.State == api.StateRunning && in.rec.Port != 0 && len(in.rec.Spec.Routes) > 0
 		rt := a.route(in)
 		in.mu.Unlock()
 		if routed {

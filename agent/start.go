@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/quota"
@@ -26,7 +27,7 @@ const cfsPeriod = 100_000
 
 // resources maps instance limits onto the OCI resources the cgroup package
 // takes. Swap is OCI's memory+swap total; millicores 0 lifts the CFS cap.
-func resources(l Limits) *specs.LinuxResources {
+func resources(l api.Limits) *specs.LinuxResources {
 	mem, swap := *l.MemoryBytes, *l.SwapBytes
 	shares := uint64(*l.CPUShares)
 	quota, period := int64(-1), uint64(cfsPeriod)
@@ -47,7 +48,7 @@ func resources(l Limits) *specs.LinuxResources {
 // same id is a conflict. On any failure every step already taken is undone.
 // A caller going away does not abandon a start half-way: ctx is not
 // consulted, a late reply is better than a half-made instance.
-func (a *Agent) Start(ctx context.Context, req Request) (inst *Instance, err error) {
+func (a *Agent) Start(ctx context.Context, req api.Request) (inst *api.Instance, err error) {
 	defer func() { a.count(func(c Counters) { c.InstanceStart(result(err)) }) }()
 	spec, exe, err := normalize(req, a.defaults, a.host)
 	if err != nil {
@@ -64,12 +65,12 @@ func (a *Agent) Start(ctx context.Context, req Request) (inst *Instance, err err
 	group := a.cgroupName(&spec)
 	if other := a.groupOwner(group); other != "" {
 		a.mu.Unlock()
-		return nil, &Error{Code: CodeConflict, Field: "name", Message: fmt.Sprintf("cgroup name %s is taken by instance %q; choose another name or id", group, other)}
+		return nil, &api.Error{Code: api.CodeConflict, Field: "name", Message: fmt.Sprintf("cgroup name %s is taken by instance %q; choose another name or id", group, other)}
 	}
 	uid, err := a.uids.Acquire(spec.ID)
 	if err != nil {
 		a.mu.Unlock()
-		return nil, &Error{Code: CodeResourceExhausted, Field: "id", Message: fmt.Sprintf("no free uid in users.uid_min..uid_max: %v", err)}
+		return nil, &api.Error{Code: api.CodeResourceExhausted, Field: "id", Message: fmt.Sprintf("no free uid in users.uid_min..uid_max: %v", err)}
 	}
 	port := 0
 	if spec.Port != nil {
@@ -82,9 +83,9 @@ func (a *Agent) Start(ctx context.Context, req Request) (inst *Instance, err err
 			a.uids.Release(uid, spec.ID)
 			a.mu.Unlock()
 			if errors.Is(err, lease.ErrInUse) {
-				return nil, &Error{Code: CodeConflict, Field: "port", Message: err.Error()}
+				return nil, &api.Error{Code: api.CodeConflict, Field: "port", Message: err.Error()}
 			}
-			return nil, &Error{Code: CodeResourceExhausted, Field: "port", Message: err.Error()}
+			return nil, &api.Error{Code: api.CodeResourceExhausted, Field: "port", Message: err.Error()}
 		}
 	}
 	now := time.Now().UTC()
@@ -94,7 +95,7 @@ func (a *Agent) Start(ctx context.Context, req Request) (inst *Instance, err err
 		Spec:      spec,
 		Limits:    spec.Limits,
 		Exe:       exe,
-		State:     StateStarting,
+		State:     api.StateStarting,
 		UID:       uid,
 		Port:      port,
 		Cgroup:    group,
@@ -142,7 +143,7 @@ func (in *instance) gone() bool {
 }
 
 // existing answers a start for an id the agent already knows.
-func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
+func (a *Agent) existing(in *instance, spec api.Request) (*api.Instance, error) {
 	// Wait for a start in flight to settle.
 	in.opMu.Lock()
 	gone := in.gone()
@@ -151,11 +152,11 @@ func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
 	same := reflect.DeepEqual(in.rec.Spec, spec)
 	in.mu.Unlock()
 	if !same {
-		return nil, &Error{Code: CodeConflict, Field: "id", Message: fmt.Sprintf("instance %q exists with a different spec", spec.ID)}
+		return nil, &api.Error{Code: api.CodeConflict, Field: "id", Message: fmt.Sprintf("instance %q exists with a different spec", spec.ID)}
 	}
 	if gone {
 		// the start it waited for failed and was rolled back
-		return nil, &Error{Code: CodeUnavailable, Field: "id", Message: fmt.Sprintf("a concurrent start of %q failed; retry", spec.ID)}
+		return nil, &api.Error{Code: api.CodeUnavailable, Field: "id", Message: fmt.Sprintf("a concurrent start of %q failed; retry", spec.ID)}
 	}
 	return a.snapshot(in, false), nil
 }
@@ -165,7 +166,7 @@ func (a *Agent) existing(in *instance, spec Request) (*Instance, error) {
 func (a *Agent) create(in *instance) error {
 	rec := &in.rec
 	if err := a.store.saveIntent(rec); err != nil {
-		return internal(err)
+		return api.Internal(err)
 	}
 	crashpoint("start:recorded")
 
@@ -191,13 +192,13 @@ func (a *Agent) create(in *instance) error {
 		if errors.Is(err, cgroup.ErrExist) {
 			// Only a leftover of an earlier holder of this very id can
 			// collide; it is not ours to adopt blindly.
-			return &Error{Code: CodeConflict, Field: "id", Message: fmt.Sprintf("cgroup %s already exists; a leftover is being cleaned up, retry", a.cg.Path(rec.Cgroup))}
+			return &api.Error{Code: api.CodeConflict, Field: "id", Message: fmt.Sprintf("cgroup %s already exists; a leftover is being cleaned up, retry", a.cg.Path(rec.Cgroup))}
 		}
-		return internal(err)
+		return api.Internal(err)
 	}
 	in.group = g // from here on the group is this start's to remove
 	if dirErr != nil {
-		return internal(dirErr)
+		return api.Internal(dirErr)
 	}
 	defer closeAll(stdout, stderr)
 	crashpoint("start:cgroup")
@@ -219,7 +220,7 @@ func (a *Agent) create(in *instance) error {
 	}
 	p, err := spawn.Start(sp)
 	if errors.Is(err, syscall.EAGAIN) {
-		return &Error{Code: CodeResourceExhausted, Field: "limits.pids", Message: fmt.Sprintf("cannot start: %v", err)}
+		return &api.Error{Code: api.CodeResourceExhausted, Field: "limits.pids", Message: fmt.Sprintf("cannot start: %v", err)}
 	}
 	if err != nil {
 		return invalid("command", "cannot start: %v", err)
@@ -228,11 +229,11 @@ func (a *Agent) create(in *instance) error {
 	crashpoint("start:spawned")
 	started := time.Now().UTC()
 	in.mu.Lock()
-	rec.State = StateRunning
+	rec.State = api.StateRunning
 	rec.PID = p.Pid
 	rec.StartTime = p.StartTime
 	rec.StartedAt = &started
-	e := in.event(EventStarted)
+	e := in.event(api.EventStarted)
 	in.mu.Unlock()
 	// Stored before the record says running, sent only after: a crash
 	// between the two can neither lose the event nor send it for a start
@@ -241,7 +242,7 @@ func (a *Agent) create(in *instance) error {
 	in.announced = a.announce(e)
 	crashpoint("start:announced")
 	if err := a.store.save(rec); err != nil {
-		return internal(err)
+		return api.Internal(err)
 	}
 	commit := in.announced
 	in.announced = nil
@@ -352,8 +353,8 @@ func (a *Agent) rollbackStart(in *instance, recovering bool) {
 // subscribers get them in order.
 func (a *Agent) endAnnouncedStart(in *instance) {
 	in.mu.Lock()
-	in.rec.State = StateStopped
-	e := in.event(EventStopped)
+	in.rec.State = api.StateStopped
+	e := in.event(api.EventStopped)
 	e.Reason = "start rolled back: it was never recorded running"
 	in.mu.Unlock()
 	end := a.number(e, false)

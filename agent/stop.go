@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -18,7 +19,7 @@ const killWait = 10 * time.Second
 // Stop ends an instance: SIGTERM to every process, up to timeout for them
 // to go, then SIGKILL to what is left; then everything the instance held is
 // released. Stopping a stopped instance returns it as it is.
-func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err error) {
+func (a *Agent) Stop(ctx context.Context, req api.StopRequest) (_ *api.Instance, err error) {
 	defer func() { a.count(func(c Counters) { c.InstanceStop(result(err)) }) }()
 	if err := validateID("id", req.ID); err != nil {
 		return nil, err
@@ -46,12 +47,12 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err err
 	if state.Terminal() {
 		// Ended, but its release was interrupted: finish it.
 		if err := a.finish(in, state, "", false); err != nil {
-			return nil, internal(err)
+			return nil, api.Internal(err)
 		}
 		return a.snapshot(in, false), nil
 	}
 	if err := a.setStopping(in, state); err != nil {
-		return nil, internal(err)
+		return nil, api.Internal(err)
 	}
 	// A stopping instance stops answering: that is no news, and routers
 	// must stop sending it requests first.
@@ -65,9 +66,9 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err err
 	killedForOOM := in.oomKill
 	in.mu.Unlock()
 	f := a.facts(in)
-	end, reason := StateStopped, "stopped by request"
+	end, reason := api.StateStopped, "stopped by request"
 	if killedForOOM {
-		end, reason = StateOOMKilled, oomReason(f)
+		end, reason = api.StateOOMKilled, oomReason(f)
 	}
 	a.noteEnd(in, f, end)
 	crashpoint("stop:terminated")
@@ -75,8 +76,8 @@ func (a *Agent) Stop(ctx context.Context, req StopRequest) (_ *Instance, err err
 	// next agent as stopped, so the final state is written once, after
 	// the release — unless the end is an OOM kill, which the next agent
 	// could not know: announcing it and then "stopped" would contradict.
-	if err := a.finish(in, end, reason, end != StateStopped); err != nil {
-		return nil, internal(err)
+	if err := a.finish(in, end, reason, end != api.StateStopped); err != nil {
+		return nil, api.Internal(err)
 	}
 	return a.snapshot(in, false), nil
 }
@@ -121,7 +122,7 @@ func (a *Agent) terminate(in *instance, grace time.Duration) {
 // "released": a released record has always been announced, and an agent
 // that dies before that write finds the release unfinished and announces
 // the end again (at least once, never lost).
-func (a *Agent) finish(in *instance, state State, reason string, recordFirst bool) error {
+func (a *Agent) finish(in *instance, state api.State, reason string, recordFirst bool) error {
 	in.mu.Lock()
 	rec := &in.rec
 	rec.State = state
@@ -240,9 +241,9 @@ func (a *Agent) release(in *instance) error {
 
 // setStopping records the intent to stop (see store.saveIntent). If that
 // fails the instance stays as it was, so its exit is still watched.
-func (a *Agent) setStopping(in *instance, was State) error {
+func (a *Agent) setStopping(in *instance, was api.State) error {
 	in.mu.Lock()
-	in.rec.State = StateStopping
+	in.rec.State = api.StateStopping
 	in.mu.Unlock()
 	err := a.store.saveIntent(&in.rec)
 	if err != nil {
@@ -266,7 +267,7 @@ func (a *Agent) watch(in *instance) {
 		in.mu.Lock()
 		state := in.rec.State
 		in.mu.Unlock()
-		if state != StateRunning {
+		if state != api.StateRunning {
 			return // a stop owns this exit
 		}
 		in.mu.Lock()
@@ -289,39 +290,39 @@ func (a *Agent) watch(in *instance) {
 }
 
 // classifyExit names the state and reason of a main process's own end.
-func classifyExit(e spawn.Exit) (State, string) {
+func classifyExit(e spawn.Exit) (api.State, string) {
 	switch {
 	case !e.Known:
 		// Re-adopted processes are not the agent's children: the kernel
 		// gives their status to someone else.
-		return StateExited, "main process exited; exit status unknown (it was started before the agent restarted)"
+		return api.StateExited, "main process exited; exit status unknown (it was started before the agent restarted)"
 	case e.Signal != 0:
-		return StateCrashed, fmt.Sprintf("main process killed by signal %s", unix.SignalName(e.Signal))
+		return api.StateCrashed, fmt.Sprintf("main process killed by signal %s", unix.SignalName(e.Signal))
 	case e.Code != 0:
-		return StateCrashed, fmt.Sprintf("main process exited with code %d", e.Code)
+		return api.StateCrashed, fmt.Sprintf("main process exited with code %d", e.Code)
 	}
-	return StateExited, "main process exited with code 0"
+	return api.StateExited, "main process exited with code 0"
 }
 
 // eventKind is the event kind of a terminal state.
-func eventKind(s State) string {
+func eventKind(s api.State) string {
 	switch s {
-	case StateStopped:
-		return EventStopped
-	case StateOOMKilled:
-		return EventOOMKilled
-	case StateCrashed:
-		return EventCrashed
+	case api.StateStopped:
+		return api.EventStopped
+	case api.StateOOMKilled:
+		return api.EventOOMKilled
+	case api.StateCrashed:
+		return api.EventCrashed
 	}
-	return EventExited
+	return api.EventExited
 }
 
 // noteEnd keeps what the cgroup and logs said about an ending instance in
 // its record: its memory peak and OOM kills, and for an abnormal end the
 // last lines of its stderr. Caller holds in.opMu.
-func (a *Agent) noteEnd(in *instance, f endFacts, state State) {
+func (a *Agent) noteEnd(in *instance, f endFacts, state api.State) {
 	var tail string
-	if state == StateCrashed || state == StateOOMKilled {
+	if state == api.StateCrashed || state == api.StateOOMKilled {
 		in.mu.Lock()
 		dir, uid := in.rec.Dir, in.rec.UID
 		in.mu.Unlock()

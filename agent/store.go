@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/atomicfile"
 )
 
@@ -20,23 +21,23 @@ const recordVersion = 1
 // agent holds for it, and how far its life has got. The uid and port leases
 // live here and nowhere else, so a lease cannot outlive its record.
 type record struct {
-	Version   int        `json:"version"`
-	Spec      Request    `json:"spec"`   // as requested (defaults filled): the idempotency key's spec
-	Limits    Limits     `json:"limits"` // in force now: Spec.Limits changed by limit requests
-	Exe       string     `json:"exe"`    // Spec.Command[0] resolved
-	State     State      `json:"state"`
-	Reason    string     `json:"reason,omitempty"`
-	PID       int        `json:"pid,omitempty"`
-	StartTime uint64     `json:"start_time,omitempty"` // of PID, guards against pid reuse
-	UID       int        `json:"uid"`
-	Port      int        `json:"port,omitempty"` // 0: none
-	Cgroup    string     `json:"cgroup"`         // group name under the parent
-	Dir       string     `json:"dir"`
-	CreatedAt time.Time  `json:"created_at"`
-	StartedAt *time.Time `json:"started_at,omitempty"`
-	ExitedAt  *time.Time `json:"exited_at,omitempty"`
-	ExitCode  *int       `json:"exit_code,omitempty"`
-	Signal    string     `json:"exit_signal,omitempty"`
+	Version   int         `json:"version"`
+	Spec      api.Request `json:"spec"`   // as requested (defaults filled): the idempotency key's spec
+	Limits    api.Limits  `json:"limits"` // in force now: Spec.Limits changed by limit requests
+	Exe       string      `json:"exe"`    // Spec.Command[0] resolved
+	State     api.State   `json:"state"`
+	Reason    string      `json:"reason,omitempty"`
+	PID       int         `json:"pid,omitempty"`
+	StartTime uint64      `json:"start_time,omitempty"` // of PID, guards against pid reuse
+	UID       int         `json:"uid"`
+	Port      int         `json:"port,omitempty"` // 0: none
+	Cgroup    string      `json:"cgroup"`         // group name under the parent
+	Dir       string      `json:"dir"`
+	CreatedAt time.Time   `json:"created_at"`
+	StartedAt *time.Time  `json:"started_at,omitempty"`
+	ExitedAt  *time.Time  `json:"exited_at,omitempty"`
+	ExitCode  *int        `json:"exit_code,omitempty"`
+	Signal    string      `json:"exit_signal,omitempty"`
 	// What the cgroup and the logs said as the instance ended, kept because
 	// both are removed with it.
 	MemoryPeak *uint64 `json:"memory_peak_bytes,omitempty"`

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/hostward/ward/api"
 )
 
 // Bounds that separate a plausible request from a mistake. Those that depend
@@ -49,7 +51,7 @@ type hostInfo struct {
 // validateID checks an id or name against the contract: 1–64 characters of
 // [A-Za-z0-9_.-], not starting with "." — so it can never be a path
 // traversal or a hidden file, in a cgroup name or a directory.
-func validateID(field, v string) *Error {
+func validateID(field, v string) *api.Error {
 	if v == "" {
 		return invalid(field, "required")
 	}
@@ -74,7 +76,7 @@ func newID() string {
 
 // normalize validates req, fills defaults into a copy and resolves the
 // executable. It changes nothing on the host.
-func normalize(req Request, defaults Limits, host hostInfo) (Request, string, error) {
+func normalize(req api.Request, defaults api.Limits, host hostInfo) (api.Request, string, error) {
 	r := req
 	if r.ID == "" {
 		r.ID = newID()
@@ -217,7 +219,7 @@ func validateEnv(env map[string]string) error {
 }
 
 // mergeLimits returns base with every field set in over replaced.
-func mergeLimits(base, over Limits) Limits {
+func mergeLimits(base, over api.Limits) api.Limits {
 	pick := func(b, o *int64) *int64 {
 		if o != nil {
 			return i64(*o)
@@ -227,7 +229,7 @@ func mergeLimits(base, over Limits) Limits {
 		}
 		return nil
 	}
-	return Limits{
+	return api.Limits{
 		MemoryBytes:   pick(base.MemoryBytes, over.MemoryBytes),
 		SwapBytes:     pick(base.SwapBytes, over.SwapBytes),
 		CPUShares:     pick(base.CPUShares, over.CPUShares),
@@ -238,7 +240,7 @@ func mergeLimits(base, over Limits) Limits {
 }
 
 // validateLimits checks a complete set of limits.
-func validateLimits(l Limits, host hostInfo) error {
+func validateLimits(l api.Limits, host hostInfo) error {
 	type check struct {
 		field    string
 		v        *int64
@@ -287,7 +289,7 @@ func validateRoute(rt string) error {
 	return nil
 }
 
-func validateHealth(hc *HealthCheck, hasPort bool) error {
+func validateHealth(hc *api.HealthCheck, hasPort bool) error {
 	switch hc.Type {
 	case "tcp":
 		if hc.Path != "" {

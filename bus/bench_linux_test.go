@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/latency"
 	"github.com/hostward/ward/internal/testagent"
 	"github.com/hostward/ward/localapi"
@@ -36,7 +36,7 @@ func newInfoBench(b *testing.B) *infoBench {
 	cfg.NATS.Servers = []string{ns.ClientURL()}
 	a := testagent.New(b, cfg)
 	wire(b, a, cfg)
-	inst, err := a.Start(context.Background(), agent.Request{Name: "bench", Command: []string{"sleep", "1000"}})
+	inst, err := a.Start(context.Background(), api.Request{Name: "bench", Command: []string{"sleep", "1000"}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func newInfoBench(b *testing.B) *infoBench {
 		time.Sleep(time.Millisecond)
 	}
 	ib := &infoBench{subj: "ward." + cfg.HostID + ".info", conns: make([]*nats.Conn, infoClients)}
-	ib.body, _ = json.Marshal(agent.InfoRequest{ID: inst.ID})
+	ib.body, _ = json.Marshal(api.InfoRequest{ID: inst.ID})
 	for i := range ib.conns {
 		nc, err := nats.Connect(ns.ClientURL())
 		if err != nil {
@@ -189,21 +189,21 @@ func BenchmarkStartStopTransports(b *testing.B) {
 	p := "ward." + cfg.HostID + "."
 
 	viaBus := func(i int) {
-		req, _ := json.Marshal(agent.Request{ID: fmt.Sprintf("bus-%d", i), Name: "bus", Index: i, Command: []string{"/bin/sleep", "1000"}})
+		req, _ := json.Marshal(api.Request{ID: fmt.Sprintf("bus-%d", i), Name: "bus", Index: i, Command: []string{"/bin/sleep", "1000"}})
 		if m, err := nc.Request(p+"start", req, 10*time.Second); err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
 			b.Fatalf("bus start: %v %s", err, m.Data)
 		}
-		stop, _ := json.Marshal(agent.StopRequest{ID: fmt.Sprintf("bus-%d", i)})
+		stop, _ := json.Marshal(api.StopRequest{ID: fmt.Sprintf("bus-%d", i)})
 		if m, err := nc.Request(p+"stop", stop, 10*time.Second); err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
 			b.Fatalf("bus stop: %v %s", err, m.Data)
 		}
 	}
 	viaSocket := func(i int) {
 		id := fmt.Sprintf("sock-%d", i)
-		if _, err := sock.Start(ctx, agent.Request{ID: id, Name: "sock", Index: i, Command: []string{"/bin/sleep", "1000"}}); err != nil {
+		if _, err := sock.Start(ctx, api.Request{ID: id, Name: "sock", Index: i, Command: []string{"/bin/sleep", "1000"}}); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := sock.Stop(ctx, agent.StopRequest{ID: id}); err != nil {
+		if _, err := sock.Stop(ctx, api.StopRequest{ID: id}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/testagent"
 )
@@ -98,12 +99,12 @@ func TestEndpointsAndErrors(t *testing.T) {
 	defer client.Close()
 	p := "ward." + cfg.HostID + "."
 
-	m, err := request(t, client, p+"start", agent.Request{ID: "web-1", Name: "web", Command: []string{"sleep", "1000"}})
+	m, err := request(t, client, p+"start", api.Request{ID: "web-1", Name: "web", Command: []string{"sleep", "1000"}})
 	if err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
 		t.Fatalf("start: %v %v %s", err, m.Header, m.Data)
 	}
-	var inst agent.Instance
-	if err := json.Unmarshal(m.Data, &inst); err != nil || inst.State != agent.StateRunning {
+	var inst api.Instance
+	if err := json.Unmarshal(m.Data, &inst); err != nil || inst.State != api.StateRunning {
 		t.Fatalf("start reply %s", m.Data)
 	}
 	for _, c := range []struct {
@@ -121,7 +122,7 @@ func TestEndpointsAndErrors(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s %s: %v", c.subj, c.body, err)
 		}
-		var eb agent.ErrorBody
+		var eb api.ErrorBody
 		json.Unmarshal(m.Data, &eb)
 		if m.Header.Get("Nats-Service-Error-Code") != c.code || m.Header.Get("Nats-Service-Error") == "" ||
 			eb.Error == nil || string(eb.Error.Code) != c.code || eb.Error.Field != c.field {
@@ -129,12 +130,12 @@ func TestEndpointsAndErrors(t *testing.T) {
 		}
 	}
 	m, _ = request(t, client, p+"list", struct{}{})
-	var l agent.List
+	var l api.List
 	if json.Unmarshal(m.Data, &l); len(l.Instances) != 1 {
 		t.Fatalf("list: %s", m.Data)
 	}
-	m, _ = request(t, client, p+"stop", agent.StopRequest{ID: "web-1"})
-	if json.Unmarshal(m.Data, &inst); inst.State != agent.StateStopped {
+	m, _ = request(t, client, p+"stop", api.StopRequest{ID: "web-1"})
+	if json.Unmarshal(m.Data, &inst); inst.State != api.StateStopped {
 		t.Fatalf("stop: %s", m.Data)
 	}
 	// Discovery: $SRV.PING.ward answers with our host in the metadata.
@@ -158,23 +159,23 @@ func TestEndpointsAndErrors(t *testing.T) {
 type slowAPI struct{ release chan struct{} }
 
 func (s slowAPI) wait() { <-s.release }
-func (s slowAPI) Start(context.Context, agent.Request) (*agent.Instance, error) {
+func (s slowAPI) Start(context.Context, api.Request) (*api.Instance, error) {
 	s.wait()
-	return &agent.Instance{}, nil
+	return &api.Instance{}, nil
 }
-func (s slowAPI) Stop(context.Context, agent.StopRequest) (*agent.Instance, error) {
+func (s slowAPI) Stop(context.Context, api.StopRequest) (*api.Instance, error) {
 	s.wait()
-	return &agent.Instance{}, nil
+	return &api.Instance{}, nil
 }
-func (s slowAPI) Limit(context.Context, agent.LimitRequest) (*agent.Instance, error) {
+func (s slowAPI) Limit(context.Context, api.LimitRequest) (*api.Instance, error) {
 	s.wait()
-	return &agent.Instance{}, nil
+	return &api.Instance{}, nil
 }
-func (s slowAPI) Info(context.Context, agent.InfoRequest) (*agent.Instance, error) {
+func (s slowAPI) Info(context.Context, api.InfoRequest) (*api.Instance, error) {
 	s.wait()
-	return &agent.Instance{}, nil
+	return &api.Instance{}, nil
 }
-func (s slowAPI) List(context.Context) (*agent.List, error) { s.wait(); return &agent.List{}, nil }
+func (s slowAPI) List(context.Context) (*api.List, error) { s.wait(); return &api.List{}, nil }
 
 func TestInFlightBound(t *testing.T) {
 	ns := runServer(t, nil)
@@ -236,8 +237,8 @@ func TestUnreachableBusDoesNotStopAgent(t *testing.T) {
 	if nc.IsConnected() {
 		t.Fatal("connected to nothing")
 	}
-	inst, err := a.Start(context.Background(), agent.Request{Name: "offline", Command: []string{"sleep", "1000"}})
-	if err != nil || inst.State != agent.StateRunning {
+	inst, err := a.Start(context.Background(), api.Request{Name: "offline", Command: []string{"sleep", "1000"}})
+	if err != nil || inst.State != api.StateRunning {
 		t.Fatalf("start without a bus: %v", err)
 	}
 	if n := a.Outbox().Len(); n != 1 {
@@ -264,10 +265,10 @@ type bigAPI struct {
 	n int
 }
 
-func (b bigAPI) List(context.Context) (*agent.List, error) {
-	l := &agent.List{}
+func (b bigAPI) List(context.Context) (*api.List, error) {
+	l := &api.List{}
 	for i := 0; i < b.n; i++ {
-		l.Instances = append(l.Instances, agent.Instance{ID: fmt.Sprintf("i%04d", i), Name: "big", Index: i, State: agent.StateRunning,
+		l.Instances = append(l.Instances, api.Instance{ID: fmt.Sprintf("i%04d", i), Name: "big", Index: i, State: api.StateRunning,
 			Command: []string{"/bin/sleep", "100000"}, Cgroup: "/ward/big-" + strconv.Itoa(i), Dir: "/var/lib/ward/instances/i" + strconv.Itoa(i)})
 	}
 	return l, nil
@@ -293,7 +294,7 @@ func TestOversizedReplyRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("oversized list: %v", err)
 	}
-	if code := m.Header.Get("Nats-Service-Error-Code"); code != string(agent.CodeResourceExhausted) || !strings.Contains(m.Header.Get("Nats-Service-Error"), "limit and after") {
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != string(api.CodeResourceExhausted) || !strings.Contains(m.Header.Get("Nats-Service-Error"), "limit and after") {
 		t.Fatalf("oversized list: code %q, %q", code, m.Header.Get("Nats-Service-Error"))
 	}
 	seen := map[string]bool{}
@@ -303,7 +304,7 @@ func TestOversizedReplyRefused(t *testing.T) {
 		if err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
 			t.Fatalf("list %s: %v %s", body, err, m.Header.Get("Nats-Service-Error"))
 		}
-		var l agent.List
+		var l api.List
 		if err := json.Unmarshal(m.Data, &l); err != nil {
 			t.Fatal(err)
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/testagent"
 )
 
@@ -80,7 +80,7 @@ func TestClusterFailover(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[uint64]int{}
 	if _, err := sub.Subscribe("ward."+cfg.HostID+".events.>", func(m *nats.Msg) {
-		var e agent.Event
+		var e api.Event
 		if json.Unmarshal(m.Data, &e) == nil {
 			mu.Lock()
 			seen[e.Seq]++
@@ -97,7 +97,7 @@ func TestClusterFailover(t *testing.T) {
 	defer client.Close()
 
 	// call retries on timeout or no responders (the agent reconnecting).
-	call := func(subj string, body any) agent.Instance {
+	call := func(subj string, body any) api.Instance {
 		t.Helper()
 		b, _ := json.Marshal(body)
 		deadline := time.Now().Add(30 * time.Second)
@@ -107,7 +107,7 @@ func TestClusterFailover(t *testing.T) {
 				if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
 					t.Fatalf("%s: %s %s", subj, code, m.Data)
 				}
-				var in agent.Instance
+				var in api.Instance
 				json.Unmarshal(m.Data, &in)
 				return in
 			}
@@ -121,10 +121,10 @@ func TestClusterFailover(t *testing.T) {
 	killed := 0
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("fo-%d", i)
-		if in := call("start", agent.Request{ID: id, Name: "fo", Index: i, Command: []string{"sleep", "1000"}}); in.State != agent.StateRunning {
+		if in := call("start", api.Request{ID: id, Name: "fo", Index: i, Command: []string{"sleep", "1000"}}); in.State != api.StateRunning {
 			t.Fatalf("start %s: %+v", id, in)
 		}
-		if in := call("stop", agent.StopRequest{ID: id}); in.State != agent.StateStopped {
+		if in := call("stop", api.StopRequest{ID: id}); in.State != api.StateStopped {
 			t.Fatalf("stop %s: %+v", id, in)
 		}
 		if i == n/3 || i == 2*n/3 {
@@ -163,7 +163,7 @@ func TestClusterFailover(t *testing.T) {
 	count := map[string]int{}
 	for _, in := range l.Instances {
 		count[in.ID]++
-		if in.State != agent.StateStopped {
+		if in.State != api.StateStopped {
 			t.Errorf("%s ended %s", in.ID, in.State)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/testagent"
 )
 
@@ -35,11 +35,11 @@ func TestEventsToJetStream(t *testing.T) {
 	cfg.NATS.Servers = []string{ns.ClientURL()}
 	a := testagent.New(t, cfg)
 	wire(t, a, cfg)
-	inst, err := a.Start(ctx, agent.Request{Name: "js", Command: []string{"sleep", "1000"}})
+	inst, err := a.Start(ctx, api.Request{Name: "js", Command: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Stop(ctx, agent.StopRequest{ID: inst.ID}); err != nil {
+	if _, err := a.Stop(ctx, api.StopRequest{ID: inst.ID}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -61,7 +61,7 @@ func TestEventsToJetStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e agent.Event
+		var e api.Event
 		json.Unmarshal(m.Data, &e)
 		if e.Seq != seq || e.Kind != kind || m.Header.Get("Nats-Msg-Id") == "" {
 			t.Errorf("stream message %d: %+v (msg id %q)", seq, e, m.Header.Get("Nats-Msg-Id"))

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // DefaultMaxInFlight bounds the commands the service works on at once;
@@ -35,7 +35,7 @@ type Service struct {
 
 // NewService registers the `ward` micro service (metadata host_id) with the
 // endpoints start, stop, limit, info and list under ward.<host>.
-func NewService(nc *nats.Conn, api agent.API, o ServiceOptions) (*Service, error) {
+func NewService(nc *nats.Conn, backend api.API, o ServiceOptions) (*Service, error) {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
@@ -54,8 +54,8 @@ func NewService(nc *nats.Conn, api agent.API, o ServiceOptions) (*Service, error
 	}
 	s := &Service{nc: nc, svc: svc, sem: make(chan struct{}, o.MaxInFlight), log: o.Log}
 	g := svc.AddGroup("ward." + o.HostID)
-	for _, m := range agent.Methods {
-		call := func(ctx context.Context, b []byte) (any, error) { return m.Call(ctx, api, b) }
+	for _, m := range api.Methods {
+		call := func(ctx context.Context, b []byte) (any, error) { return m.Call(ctx, backend, b) }
 		if err := g.AddEndpoint(m.Name, s.handler(m.Name, call), micro.WithEndpointMetadata(map[string]string{"host_id": o.HostID})); err != nil {
 			svc.Stop()
 			return nil, fmt.Errorf("bus: endpoint %s: %w", m.Name, err)
@@ -77,15 +77,15 @@ func (s *Service) handler(name string, fn func(context.Context, []byte) (any, er
 		select {
 		case s.sem <- struct{}{}:
 		default:
-			respondError(r, &agent.Error{Code: agent.CodeResourceExhausted, Message: fmt.Sprintf("%d commands in flight; retry", cap(s.sem))})
+			respondError(r, &api.Error{Code: api.CodeResourceExhausted, Message: fmt.Sprintf("%d commands in flight; retry", cap(s.sem))})
 			return
 		}
 		go func() {
 			defer func() { <-s.sem }()
 			v, err := fn(context.Background(), r.Data())
 			if err != nil {
-				e := agent.AsError(err)
-				if e.Code == agent.CodeInternal {
+				e := api.AsError(err)
+				if e.Code == api.CodeInternal {
 					s.log.Error("bus request failed", "endpoint", name, "err", err)
 				}
 				s.reply(r, name, errorMsg(e))
@@ -99,7 +99,7 @@ func (s *Service) handler(name string, fn func(context.Context, []byte) (any, er
 			if max := s.nc.MaxPayload(); max > 0 && int64(len(b)) > max {
 				// The client would drop it, and the requester wait out its
 				// timeout for nothing.
-				s.reply(r, name, errorMsg(&agent.Error{Code: agent.CodeResourceExhausted, Message: fmt.Sprintf(
+				s.reply(r, name, errorMsg(&api.Error{Code: api.CodeResourceExhausted, Message: fmt.Sprintf(
 					"the reply is %d bytes, more than the bus carries in one message (%d); list takes limit and after to page", len(b), max)}))
 				return
 			}
@@ -122,21 +122,21 @@ func (s *Service) reply(r micro.Request, endpoint string, m *nats.Msg) {
 // errorMsg is e as micro's error replies carry it: the contract's code in
 // Nats-Service-Error-Code, the message in Nats-Service-Error, and the JSON
 // error body.
-func errorMsg(e *agent.Error) *nats.Msg {
+func errorMsg(e *api.Error) *nats.Msg {
 	return &nats.Msg{
 		Header: nats.Header{micro.ErrorCodeHeader: {string(e.Code)}, micro.ErrorHeader: {errorText(e)}},
-		Data:   agent.Body(e),
+		Data:   api.Body(e),
 	}
 }
 
 // respondError answers from the handler itself (before it returns, so
 // micro counts the error) with what errorMsg carries.
-func respondError(r micro.Request, e *agent.Error) {
-	r.Error(string(e.Code), errorText(e), agent.Body(e))
+func respondError(r micro.Request, e *api.Error) {
+	r.Error(string(e.Code), errorText(e), api.Body(e))
 }
 
 // errorText is the Nats-Service-Error of e: its message, or its code.
-func errorText(e *agent.Error) string {
+func errorText(e *api.Error) string {
 	if msg := e.Error(); msg != "" {
 		return msg
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/cgtest"
@@ -35,16 +35,16 @@ type chaosRecord struct {
 		Name  string `json:"name"`
 		Index int    `json:"index"`
 	} `json:"spec"`
-	Limits    agent.Limits `json:"limits"`
-	State     agent.State  `json:"state"`
-	PID       int          `json:"pid"`
-	StartTime uint64       `json:"start_time"`
-	UID       int          `json:"uid"`
-	Port      int          `json:"port"`
-	Cgroup    string       `json:"cgroup"`
-	Dir       string       `json:"dir"`
-	StartedAt *time.Time   `json:"started_at"`
-	Released  bool         `json:"released"`
+	Limits    api.Limits `json:"limits"`
+	State     api.State  `json:"state"`
+	PID       int        `json:"pid"`
+	StartTime uint64     `json:"start_time"`
+	UID       int        `json:"uid"`
+	Port      int        `json:"port"`
+	Cgroup    string     `json:"cgroup"`
+	Dir       string     `json:"dir"`
+	StartedAt *time.Time `json:"started_at"`
+	Released  bool       `json:"released"`
 }
 
 // chaosAck is a request the agent acknowledged: what it promised then must
@@ -52,7 +52,7 @@ type chaosRecord struct {
 type chaosAck struct {
 	method string // start | stop
 	id     string
-	state  agent.State // as replied
+	state  api.State // as replied
 }
 
 // chaosChecker proves the invariants of a host at rest — nothing in
@@ -71,33 +71,33 @@ type chaosChecker struct {
 	mode cgroup.Mode
 
 	mu        sync.Mutex
-	delivered map[uint64]agent.Event    // first delivery of each seq
+	delivered map[uint64]api.Event      // first delivery of each seq
 	kinds     map[string]map[string]int // id → event kind → deliveries
 	// An id can be started again once an earlier instance under it ended
 	// or was rolled back; these keep to the events of the latest one.
-	started map[string]uint64      // id → seq of its latest started event
-	ends    map[string]agent.Event // id → its first end event after that
-	limits  map[string]agent.Event // id → its last limit_changed after that
+	started map[string]uint64    // id → seq of its latest started event
+	ends    map[string]api.Event // id → its first end event after that
+	limits  map[string]api.Event // id → its last limit_changed after that
 	acks    []chaosAck
-	allowed map[string][]agent.State // id → the terminal states its program can end in
+	allowed map[string][]api.State // id → the terminal states its program can end in
 }
 
 func newChaosChecker(cfg *config.Config) *chaosChecker {
 	return &chaosChecker{
 		cfg:       cfg,
 		mode:      cgtest.Mode(),
-		delivered: map[uint64]agent.Event{},
+		delivered: map[uint64]api.Event{},
 		kinds:     map[string]map[string]int{},
 		started:   map[string]uint64{},
-		ends:      map[string]agent.Event{},
-		limits:    map[string]agent.Event{},
-		allowed:   map[string][]agent.State{},
+		ends:      map[string]api.Event{},
+		limits:    map[string]api.Event{},
+		allowed:   map[string][]api.State{},
 	}
 }
 
 // expectEnd says which terminal states instance id may end in: a sleeper
 // ends only when stopped, a memory hog also when it runs out of memory.
-func (c *chaosChecker) expectEnd(id string, states ...agent.State) {
+func (c *chaosChecker) expectEnd(id string, states ...api.State) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.allowed[id] = states
@@ -105,7 +105,7 @@ func (c *chaosChecker) expectEnd(id string, states ...agent.State) {
 
 // addEvent records an event a subscriber received. Duplicates are fine:
 // delivery is at least once.
-func (c *chaosChecker) addEvent(e agent.Event) {
+func (c *chaosChecker) addEvent(e api.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, dup := c.delivered[e.Seq]; !dup {
@@ -117,7 +117,7 @@ func (c *chaosChecker) addEvent(e agent.Event) {
 	c.kinds[e.ID][e.Kind]++
 	// By seq, not by arrival: a redelivery can come late.
 	switch {
-	case e.Kind == agent.EventStarted:
+	case e.Kind == api.EventStarted:
 		if e.Seq > c.started[e.ID] {
 			c.started[e.ID] = e.Seq
 			if end, ok := c.ends[e.ID]; ok && end.Seq < e.Seq {
@@ -129,7 +129,7 @@ func (c *chaosChecker) addEvent(e agent.Event) {
 		}
 	case e.Seq < c.started[e.ID]:
 		// about an earlier instance under this id
-	case e.Kind == agent.EventLimitChanged:
+	case e.Kind == api.EventLimitChanged:
 		if e.Seq > c.limits[e.ID].Seq {
 			c.limits[e.ID] = e
 		}
@@ -149,7 +149,7 @@ func (c *chaosChecker) ack(a chaosAck) {
 // violations evaluates every invariant once against the host as it is now.
 // list is the agent's answer to `list` (listErr its failure). With final,
 // nothing may be live any more.
-func (c *chaosChecker) violations(list []agent.Instance, listErr error, final bool) []string {
+func (c *chaosChecker) violations(list []api.Instance, listErr error, final bool) []string {
 	var v []string
 	add := func(format string, args ...any) { v = append(v, fmt.Sprintf(format, args...)) }
 
@@ -168,7 +168,7 @@ func (c *chaosChecker) violations(list []agent.Instance, listErr error, final bo
 	for _, id := range ids {
 		r := recs[id]
 		switch {
-		case r.State == agent.StateStarting || r.State == agent.StateStopping:
+		case r.State == api.StateStarting || r.State == api.StateStopping:
 			add("record %s: left in state %s with nothing in flight", id, r.State)
 		case r.State.Terminal() && !r.Released:
 			add("record %s: ended %s but its release is unfinished", id, r.State)
@@ -288,7 +288,7 @@ func (c *chaosChecker) checkCgroups(recs map[string]*chaosRecord, ids []string, 
 	}
 	for _, id := range ids {
 		r := recs[id]
-		if r.State != agent.StateRunning || r.Released {
+		if r.State != api.StateRunning || r.Released {
 			continue
 		}
 		for _, dir := range cgtest.Dirs(filepath.Join(c.cfg.Cgroup.Parent, r.Cgroup)) {
@@ -353,7 +353,7 @@ func (c *chaosChecker) checkDirs(recs map[string]*chaosRecord, ids []string, add
 	}
 	for _, id := range ids {
 		r := recs[id]
-		if r.State == agent.StateRunning && !r.Released {
+		if r.State == api.StateRunning && !r.Released {
 			if _, err := os.Stat(r.Dir); err != nil {
 				add("record %s: running, but its directory is missing: %v", id, err)
 			}
@@ -369,7 +369,7 @@ func (c *chaosChecker) checkProcesses(recs map[string]*chaosRecord, ids []string
 	for _, id := range ids {
 		r := recs[id]
 		switch {
-		case r.State == agent.StateRunning:
+		case r.State == api.StateRunning:
 			st, err := readProcStat(r.PID)
 			switch {
 			case err != nil:
@@ -502,7 +502,7 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 	}
 	for _, id := range ids {
 		r := recs[id]
-		if r.StartedAt != nil && c.kinds[id][agent.EventStarted] == 0 {
+		if r.StartedAt != nil && c.kinds[id][api.EventStarted] == 0 {
 			add("record %s: ran (started_at %s), but no started event was delivered", id, r.StartedAt.Format(time.RFC3339Nano))
 		}
 		if !r.State.Terminal() {
@@ -528,8 +528,8 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 		if recs[id] != nil {
 			continue
 		}
-		switch ends := kinds[agent.EventStopped] + kinds[agent.EventExited] + kinds[agent.EventCrashed] + kinds[agent.EventOOMKilled]; {
-		case kinds[agent.EventStarted] == 0:
+		switch ends := kinds[api.EventStopped] + kinds[api.EventExited] + kinds[api.EventCrashed] + kinds[api.EventOOMKilled]; {
+		case kinds[api.EventStarted] == 0:
 			add("events: %v delivered about %s, which has no record and never started", kinds, id)
 		case ends == 0:
 			add("events: %s was announced started, has no record, and its end was never announced", id)
@@ -537,22 +537,22 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 	}
 }
 
-func limitsText(l *agent.Limits) string {
+func limitsText(l *api.Limits) string {
 	b, _ := json.Marshal(l)
 	return string(b)
 }
 
 // endKind is the event kind announcing a terminal state.
-func endKind(s agent.State) string {
+func endKind(s api.State) string {
 	switch s {
-	case agent.StateStopped:
-		return agent.EventStopped
-	case agent.StateOOMKilled:
-		return agent.EventOOMKilled
-	case agent.StateCrashed:
-		return agent.EventCrashed
+	case api.StateStopped:
+		return api.EventStopped
+	case api.StateOOMKilled:
+		return api.EventOOMKilled
+	case api.StateCrashed:
+		return api.EventCrashed
 	}
-	return agent.EventExited
+	return api.EventExited
 }
 
 // readOutbox reads an outbox directory without touching it: the highest
@@ -582,7 +582,7 @@ func readOutbox(dir string) (last uint64, pending []uint64, err error) {
 }
 
 // checkAPI: the agent's list says what its records say.
-func (c *chaosChecker) checkAPI(recs map[string]*chaosRecord, ids []string, list []agent.Instance, listErr error, add func(string, ...any)) {
+func (c *chaosChecker) checkAPI(recs map[string]*chaosRecord, ids []string, list []api.Instance, listErr error, add func(string, ...any)) {
 	if listErr != nil {
 		add("list: %v", listErr)
 		return
@@ -635,7 +635,7 @@ func (c *chaosChecker) checkAcks(recs map[string]*chaosRecord, add func(string, 
 			add("ack: %s of %s was acknowledged (%s), but the record is gone", a.method, a.id, a.state)
 		case a.method == "stop" && r.State != a.state:
 			add("ack: stop of %s replied %s, the record says %s", a.id, a.state, r.State)
-		case a.method == "start" && r.State != agent.StateRunning && !r.State.Terminal():
+		case a.method == "start" && r.State != api.StateRunning && !r.State.Terminal():
 			add("ack: start of %s replied %s, the record says %s", a.id, a.state, r.State)
 		}
 	}
@@ -664,11 +664,11 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 	}
 	now := time.Now().UTC()
 	mib := func(n int64) *int64 { n <<= 20; return &n }
-	rec := func(id string, state agent.State, uid int, released bool, mutate func(*chaosRecord)) {
+	rec := func(id string, state api.State, uid int, released bool, mutate func(*chaosRecord)) {
 		r := &chaosRecord{Version: 1, State: state, UID: uid, Released: released, StartedAt: &now,
 			Cgroup: id + "-0-" + id, Dir: filepath.Join(cfg.InstancesDir(), id)}
 		r.Spec.ID, r.Spec.Name = id, id
-		r.Limits = agent.Limits{MemoryBytes: mib(64), Pids: mib(0), CPUShares: mib(0)}
+		r.Limits = api.Limits{MemoryBytes: mib(64), Pids: mib(0), CPUShares: mib(0)}
 		*r.Limits.Pids, *r.Limits.CPUShares = 16, 512
 		if mutate != nil {
 			mutate(r)
@@ -681,14 +681,14 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rec("fine", agent.StateStopped, chaosUIDMin+1, true, nil)
-	rec("again", agent.StateExited, chaosUIDMin+7, true, nil)
-	rec("lost", agent.StateCrashed, chaosUIDMin+2, true, nil)
-	rec("dead", agent.StateRunning, chaosUIDMin+3, false, func(r *chaosRecord) { r.PID, r.StartTime = gone.Process.Pid, 1 })
-	rec("dup-a", agent.StateStopped, chaosUIDMin+5, false, nil)
-	rec("dup-b", agent.StateStopped, chaosUIDMin+5, false, nil)
-	rec("half", agent.StateStarting, chaosUIDMin+6, false, nil)
-	rec("escaped", agent.StateRunning, chaosUIDMin+11, false, func(r *chaosRecord) {
+	rec("fine", api.StateStopped, chaosUIDMin+1, true, nil)
+	rec("again", api.StateExited, chaosUIDMin+7, true, nil)
+	rec("lost", api.StateCrashed, chaosUIDMin+2, true, nil)
+	rec("dead", api.StateRunning, chaosUIDMin+3, false, func(r *chaosRecord) { r.PID, r.StartTime = gone.Process.Pid, 1 })
+	rec("dup-a", api.StateStopped, chaosUIDMin+5, false, nil)
+	rec("dup-b", api.StateStopped, chaosUIDMin+5, false, nil)
+	rec("half", api.StateStarting, chaosUIDMin+6, false, nil)
+	rec("escaped", api.StateRunning, chaosUIDMin+11, false, func(r *chaosRecord) {
 		st, err := readProcStat(escaped)
 		if err != nil {
 			t.Fatal(err)
@@ -716,32 +716,32 @@ func TestChaosCheckerFindsViolations(t *testing.T) {
 
 	c := newChaosChecker(cfg)
 	sixteen, shares := int64(16), int64(512)
-	for _, e := range []agent.Event{
-		{Seq: 1, ID: "fine", Kind: agent.EventStarted, State: agent.StateRunning},
-		{Seq: 2, ID: "fine", Kind: agent.EventStopped, State: agent.StateStopped},
-		{Seq: 2, ID: "fine", Kind: agent.EventStopped, State: agent.StateStopped}, // a duplicate is fine
-		{Seq: 4, ID: "lost", Kind: agent.EventStarted, State: agent.StateRunning},
-		{Seq: 9, ID: "nobody", Kind: agent.EventStopped, State: agent.StateStopped},
-		{Seq: 10, ID: "phantom", Kind: agent.EventStarted, State: agent.StateRunning},
-		{Seq: 11, ID: "escaped", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(32)}},
+	for _, e := range []api.Event{
+		{Seq: 1, ID: "fine", Kind: api.EventStarted, State: api.StateRunning},
+		{Seq: 2, ID: "fine", Kind: api.EventStopped, State: api.StateStopped},
+		{Seq: 2, ID: "fine", Kind: api.EventStopped, State: api.StateStopped}, // a duplicate is fine
+		{Seq: 4, ID: "lost", Kind: api.EventStarted, State: api.StateRunning},
+		{Seq: 9, ID: "nobody", Kind: api.EventStopped, State: api.StateStopped},
+		{Seq: 10, ID: "phantom", Kind: api.EventStarted, State: api.StateRunning},
+		{Seq: 11, ID: "escaped", Kind: api.EventLimitChanged, State: api.StateRunning, Limits: &api.Limits{MemoryBytes: mib(32)}},
 		// "again" was started, rolled back, and started again under its
 		// id; that one exited: its record is consistent.
-		{Seq: 12, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning},
-		{Seq: 13, ID: "again", Kind: agent.EventStopped, State: agent.StateStopped},
-		{Seq: 14, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning},
-		{Seq: 15, ID: "again", Kind: agent.EventExited, State: agent.StateExited},
-		{Seq: 12, ID: "again", Kind: agent.EventStarted, State: agent.StateRunning}, // redelivered late
+		{Seq: 12, ID: "again", Kind: api.EventStarted, State: api.StateRunning},
+		{Seq: 13, ID: "again", Kind: api.EventStopped, State: api.StateStopped},
+		{Seq: 14, ID: "again", Kind: api.EventStarted, State: api.StateRunning},
+		{Seq: 15, ID: "again", Kind: api.EventExited, State: api.StateExited},
+		{Seq: 12, ID: "again", Kind: api.EventStarted, State: api.StateRunning}, // redelivered late
 		// A running record whose last limit change announced what it says.
-		{Seq: 16, ID: "dead", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(32)}},
-		{Seq: 17, ID: "dead", Kind: agent.EventLimitChanged, State: agent.StateRunning, Limits: &agent.Limits{MemoryBytes: mib(64), Pids: &sixteen, CPUShares: &shares}},
+		{Seq: 16, ID: "dead", Kind: api.EventLimitChanged, State: api.StateRunning, Limits: &api.Limits{MemoryBytes: mib(32)}},
+		{Seq: 17, ID: "dead", Kind: api.EventLimitChanged, State: api.StateRunning, Limits: &api.Limits{MemoryBytes: mib(64), Pids: &sixteen, CPUShares: &shares}},
 	} {
 		c.addEvent(e)
 	}
-	c.ack(chaosAck{method: "stop", id: "dead", state: agent.StateStopped})
-	c.expectEnd("lost", agent.StateStopped)
-	c.expectEnd("fine", agent.StateStopped)
-	c.ack(chaosAck{method: "start", id: "vanished", state: agent.StateRunning})
-	list := []agent.Instance{{ID: "fine", State: agent.StateStopped}, {ID: "lost", State: agent.StateRunning}, {ID: "unrecorded", State: agent.StateRunning}}
+	c.ack(chaosAck{method: "stop", id: "dead", state: api.StateStopped})
+	c.expectEnd("lost", api.StateStopped)
+	c.expectEnd("fine", api.StateStopped)
+	c.ack(chaosAck{method: "start", id: "vanished", state: api.StateRunning})
+	list := []api.Instance{{ID: "fine", State: api.StateStopped}, {ID: "lost", State: api.StateRunning}, {ID: "unrecorded", State: api.StateRunning}}
 
 	got := c.violations(list, nil, true)
 	memLimit := "memory.limit_in_bytes is "

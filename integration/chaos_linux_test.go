@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testagent"
@@ -79,9 +79,9 @@ const maxStoppable = 60
 type chaosOp struct {
 	kind       string
 	viaBus     bool
-	start      agent.Request
-	stop       agent.StopRequest
-	limit      agent.LimitRequest
+	start      api.Request
+	stop       api.StopRequest
+	limit      api.LimitRequest
 	delay      time.Duration // agent-kill: until the kill; bus-kill: the outage
 	crashpoint string
 }
@@ -199,7 +199,7 @@ type chaosDriver struct {
 	streamSeq uint64 // stream messages read so far
 
 	// The model: what was asked, decided by the generator alone.
-	starts    []agent.Request
+	starts    []api.Request
 	stoppable []string // long-lived instances not yet asked to stop
 
 	// Requests in flight to the current agent.
@@ -281,9 +281,9 @@ func (d *chaosDriver) next(i int) chaosOp {
 	return op
 }
 
-func (d *chaosDriver) newStart(kind string, i int) agent.Request {
+func (d *chaosDriver) newStart(kind string, i int) api.Request {
 	mib := func(lo, hi int) *int64 { v := int64(lo+d.rng.IntN(hi-lo+1)) << 20; return &v }
-	req := agent.Request{ID: fmt.Sprintf("c%05d", i), Index: i % 10}
+	req := api.Request{ID: fmt.Sprintf("c%05d", i), Index: i % 10}
 	switch kind {
 	case opStart:
 		req.Name = "sleeper"
@@ -330,19 +330,19 @@ func (d *chaosDriver) newStart(kind string, i int) agent.Request {
 	switch kind {
 	case opStart, opStartStubborn:
 		d.stoppable = append(d.stoppable, req.ID)
-		d.check.expectEnd(req.ID, agent.StateStopped)
+		d.check.expectEnd(req.ID, api.StateStopped)
 	case opStartOOM:
-		d.check.expectEnd(req.ID, agent.StateOOMKilled, agent.StateStopped)
+		d.check.expectEnd(req.ID, api.StateOOMKilled, api.StateStopped)
 	case opStartExit:
 		// A status nobody saw (the agent was down) reads as exited.
-		d.check.expectEnd(req.ID, agent.StateExited, agent.StateCrashed, agent.StateStopped)
+		d.check.expectEnd(req.ID, api.StateExited, api.StateCrashed, api.StateStopped)
 	}
 	return req
 }
 
 // nextStop stops a long-lived instance mostly, any instance ever started
 // sometimes (ended, rolled back or never made: the agent must cope).
-func (d *chaosDriver) nextStop() agent.StopRequest {
+func (d *chaosDriver) nextStop() api.StopRequest {
 	var id string
 	if len(d.stoppable) > 0 && d.rng.IntN(100) < 85 {
 		k := d.rng.IntN(len(d.stoppable))
@@ -351,7 +351,7 @@ func (d *chaosDriver) nextStop() agent.StopRequest {
 	} else {
 		id = d.starts[d.rng.IntN(len(d.starts))].ID
 	}
-	req := agent.StopRequest{ID: id}
+	req := api.StopRequest{ID: id}
 	if k := d.rng.IntN(7); k > 0 {
 		ms := []int64{0, 1, 20, 100, 300, 1000}[k-1]
 		req.TimeoutMS = &ms
@@ -359,7 +359,7 @@ func (d *chaosDriver) nextStop() agent.StopRequest {
 	return req
 }
 
-func (d *chaosDriver) nextLimit() agent.LimitRequest {
+func (d *chaosDriver) nextLimit() api.LimitRequest {
 	var id string
 	if len(d.stoppable) > 0 && d.rng.IntN(100) < 85 {
 		id = d.stoppable[d.rng.IntN(len(d.stoppable))]
@@ -367,7 +367,7 @@ func (d *chaosDriver) nextLimit() agent.LimitRequest {
 		id = d.starts[d.rng.IntN(len(d.starts))].ID
 	}
 	v := func(x int64) *int64 { return &x }
-	var l agent.Limits
+	var l api.Limits
 	if d.rng.IntN(2) == 0 {
 		l.MemoryBytes = v(int64(32+d.rng.IntN(481)) << 20)
 	}
@@ -383,10 +383,10 @@ func (d *chaosDriver) nextLimit() agent.LimitRequest {
 	if d.rng.IntN(2) == 0 {
 		l.Pids = v(int64(8 + d.rng.IntN(249)))
 	}
-	if l == (agent.Limits{}) {
+	if l == (api.Limits{}) {
 		l.MemoryBytes = v(128 << 20)
 	}
-	return agent.LimitRequest{ID: id, Limits: l}
+	return api.LimitRequest{ID: id, Limits: l}
 }
 
 // do runs op: requests on their own goroutine (at most cap(sem) at once),
@@ -422,7 +422,7 @@ func (d *chaosDriver) do(op chaosOp) {
 		ctx, cancel := context.WithTimeout(ctx, cgtest.Timeout(30*time.Second))
 		defer cancel()
 		var (
-			inst *agent.Instance
+			inst *api.Instance
 			err  error
 		)
 		switch op.kind {
@@ -444,15 +444,15 @@ func (d *chaosDriver) do(op chaosOp) {
 }
 
 // call sends one request over the bus or the local socket.
-func (d *chaosDriver) call(ctx context.Context, viaBus bool, method string, req any) (*agent.Instance, error) {
+func (d *chaosDriver) call(ctx context.Context, viaBus bool, method string, req any) (*api.Instance, error) {
 	if !viaBus {
 		c := d.agent.client
 		switch r := req.(type) {
-		case agent.Request:
+		case api.Request:
 			return c.Start(ctx, r)
-		case agent.StopRequest:
+		case api.StopRequest:
 			return c.Stop(ctx, r)
-		case agent.LimitRequest:
+		case api.LimitRequest:
 			return c.Limit(ctx, r)
 		}
 		return nil, fmt.Errorf("no method for %T", req)
@@ -466,9 +466,9 @@ func (d *chaosDriver) call(ctx context.Context, viaBus bool, method string, req 
 		return nil, err
 	}
 	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return nil, &agent.Error{Code: agent.Code(code), Message: msg.Header.Get("Nats-Service-Error")}
+		return nil, &api.Error{Code: api.Code(code), Message: msg.Header.Get("Nats-Service-Error")}
 	}
-	inst := new(agent.Instance)
+	inst := new(api.Instance)
 	if err := json.Unmarshal(msg.Data, inst); err != nil {
 		return nil, fmt.Errorf("reply: %w", err)
 	}
@@ -480,7 +480,7 @@ func (d *chaosDriver) call(ctx context.Context, viaBus bool, method string, req 
 // the invariants do.
 func (d *chaosDriver) tally(kind string, err error) {
 	outcome := "ok"
-	var ae *agent.Error
+	var ae *api.Error
 	switch {
 	case errors.As(err, &ae):
 		outcome = string(ae.Code)
@@ -493,7 +493,7 @@ func (d *chaosDriver) tally(kind string, err error) {
 		d.outcomes[kind] = map[string]int{}
 	}
 	d.outcomes[kind][outcome]++
-	if outcome == string(agent.CodeInternal) {
+	if outcome == string(api.CodeInternal) {
 		d.internal = append(d.internal, fmt.Sprintf("%s: %v", kind, err))
 	}
 }
@@ -562,7 +562,7 @@ func (d *chaosDriver) checkpoint(stage string, final bool) (checked bool) {
 		serr := d.pullEvents(ctx)
 		l, lerr := d.agent.client.List(ctx)
 		cancel()
-		var list []agent.Instance
+		var list []api.Instance
 		if l != nil {
 			list = l.Instances
 		}
@@ -610,7 +610,7 @@ func (d *chaosDriver) pullEvents(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("message %d: %w", seq, err)
 		}
-		var e agent.Event
+		var e api.Event
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			return fmt.Errorf("message %d: %w", seq, err)
 		}
@@ -652,7 +652,7 @@ func (d *chaosDriver) finish() {
 		if in.State.Terminal() {
 			continue
 		}
-		inst, err := d.agent.client.Stop(ctx, agent.StopRequest{ID: in.ID, TimeoutMS: &zero})
+		inst, err := d.agent.client.Stop(ctx, api.StopRequest{ID: in.ID, TimeoutMS: &zero})
 		if err != nil {
 			d.violations = append(d.violations, fmt.Sprintf("end: stop %s: %v", in.ID, err))
 			continue
@@ -696,7 +696,7 @@ func (d *chaosDriver) report(wall time.Duration) {
 		}
 	}
 	last, _, _ := readOutbox(d.cfg.StateDir + "/outbox")
-	ended := map[agent.State]int{}
+	ended := map[api.State]int{}
 	recs := d.check.readRecords(func(string, ...any) {})
 	for _, r := range recs {
 		ended[r.State]++

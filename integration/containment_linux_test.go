@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // The containment tests try to break out of an instance the way a tenant
@@ -63,9 +63,9 @@ func i64(v int64) *int64 { return &v }
 func TestContainForkBomb(t *testing.T) {
 	ty := newTenancy(t)
 	// Running before the bomb goes off, and set off once it has.
-	neighbour := ty.start("neighbour", agent.Limits{}, "spawn", "-n", "20", "-await", "-stay")
+	neighbour := ty.start("neighbour", api.Limits{}, "spawn", "-n", "20", "-await", "-stay")
 	neighbour.result(phaseAwaiting, nil)
-	bomb := ty.start("bomb", agent.Limits{Pids: i64(64)}, "forkbomb", "-stay")
+	bomb := ty.start("bomb", api.Limits{Pids: i64(64)}, "forkbomb", "-stay")
 
 	var r forkbombResult
 	bomb.result(phaseDone, &r)
@@ -107,10 +107,10 @@ func TestContainForkBomb(t *testing.T) {
 
 func TestContainProbeNeighbour(t *testing.T) {
 	ty := newTenancy(t)
-	victim := ty.startReq(agent.Request{Name: "victim", Env: map[string]string{"SECRET": "s3cr3t"}}, "hog", "-mb", "4")
+	victim := ty.startReq(api.Request{Name: "victim", Env: map[string]string{"SECRET": "s3cr3t"}}, "hog", "-mb", "4")
 	victim.result("touched", nil)
 
-	prober := ty.start("prober", agent.Limits{}, "probe",
+	prober := ty.start("prober", api.Limits{}, "probe",
 		"-dir", victim.inst.Dir, "-pid", strconv.Itoa(*victim.inst.PID), "-self", "-stay")
 	var r probeResult
 	prober.result(phaseDone, &r)
@@ -213,7 +213,7 @@ func cpuDelta(a, b cpuSample, cpu int) (total, onCPU float64) {
 const cpuWindow = 4 * time.Second
 
 // burners starts tenants burning on CPU cpu and waits until they spin.
-func burners(ty *tenancy, cpu int, names []string, limits []agent.Limits) []*tenant {
+func burners(ty *tenancy, cpu int, names []string, limits []api.Limits) []*tenant {
 	ty.t.Helper()
 	var out []*tenant
 	for i, n := range names {
@@ -241,7 +241,7 @@ func checkPinned(t *testing.T, tn *tenant, total, onCPU float64, cpu int) {
 func TestContainCPUSharesSplitACore(t *testing.T) {
 	ty := newTenancy(t)
 	cpu := pinnedCPU()
-	b := burners(ty, cpu, []string{"burn-a", "burn-b"}, []agent.Limits{{}, {}})
+	b := burners(ty, cpu, []string{"burn-a", "burn-b"}, []api.Limits{{}, {}})
 	for _, tn := range b {
 		if in := tn.info(); *in.Limits.CPUShares != 1024 || *in.Limits.CPUMillicores != 0 {
 			t.Fatalf("%s: cpu_shares %d, cpu_millicores %d; want the default 1024 shares and no cap",
@@ -284,7 +284,7 @@ func TestContainCPUMillicoresCap(t *testing.T) {
 	cpu := pinnedCPU()
 	// The neighbour competes for the same core: the capped instance's fair
 	// share would be half of it, so only the cap can hold it at a quarter.
-	b := burners(ty, cpu, []string{"capped", "neighbour"}, []agent.Limits{{CPUMillicores: i64(250)}, {}})
+	b := burners(ty, cpu, []string{"capped", "neighbour"}, []api.Limits{{CPUMillicores: i64(250)}, {}})
 	capped, neighbour := b[0], b[1]
 	if in := capped.info(); *in.Limits.CPUMillicores != 250 {
 		t.Fatalf("capped: limits.cpu_millicores %d, want 250", *in.Limits.CPUMillicores)
@@ -331,17 +331,17 @@ func TestContainCPUMillicoresCap(t *testing.T) {
 
 func TestContainMemoryHog(t *testing.T) {
 	ty := newTenancy(t)
-	neighbour := ty.start("neighbour", agent.Limits{}, "hog", "-mb", "16")
+	neighbour := ty.start("neighbour", api.Limits{}, "hog", "-mb", "16")
 	neighbour.result("touched", nil)
 	before := neighbour.mustRun()
 
 	const limit = 64 << 20
-	hog := ty.start("hog", agent.Limits{MemoryBytes: i64(limit)}, "hog", "-mb", "200")
+	hog := ty.start("hog", api.Limits{MemoryBytes: i64(limit)}, "hog", "-mb", "200")
 	if got := hog.cgroupFile("memory", "memory.limit_in_bytes"); got != strconv.Itoa(limit) {
 		t.Fatalf("hog: memory.limit_in_bytes %s, want %d", got, limit)
 	}
 	end := hog.waitEnd(15 * time.Second)
-	if end.State != agent.StateOOMKilled || !strings.HasPrefix(end.Reason, "out of memory: 67108864 byte limit") || end.OOMKills < 1 {
+	if end.State != api.StateOOMKilled || !strings.HasPrefix(end.Reason, "out of memory: 67108864 byte limit") || end.OOMKills < 1 {
 		t.Fatalf("hog ended %s (signal %q, reason %q, oom_kills %d), want oom_killed", end.State, end.ExitSignal, end.Reason, end.OOMKills)
 	}
 	if end.PID != nil || end.UID != nil {

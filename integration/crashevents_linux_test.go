@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/outbox"
@@ -30,22 +30,22 @@ func TestNoEventLostToACrash(t *testing.T) {
 	// made for.)
 	{
 		h.start("start:running")
-		if _, err := h.client.Start(ctx, agent.Request{ID: "rec", Name: "rec", Command: []string{"sleep", "1000"}}); err == nil {
+		if _, err := h.client.Start(ctx, api.Request{ID: "rec", Name: "rec", Command: []string{"sleep", "1000"}}); err == nil {
 			t.Fatal("start succeeded through its crash point")
 		}
 		h.waitDead()
 		h.start("")
-		if in := h.info("rec"); in.State != agent.StateRunning {
+		if in := h.info("rec"); in.State != api.StateRunning {
 			t.Fatalf("start:running: after the crash: %s, want running", in.State)
 		}
-		if kinds := outboxKinds(t, h, "rec"); len(kinds) != 1 || kinds[0] != agent.EventStarted {
+		if kinds := outboxKinds(t, h, "rec"); len(kinds) != 1 || kinds[0] != api.EventStarted {
 			t.Fatalf("start:running: events %v, want [started]", kinds)
 		}
 	}
 	{
 		h.kill()
 		h.start("start:announced")
-		if _, err := h.client.Start(ctx, agent.Request{ID: "ann", Name: "ann", Command: []string{"sleep", "1000"}}); err == nil {
+		if _, err := h.client.Start(ctx, api.Request{ID: "ann", Name: "ann", Command: []string{"sleep", "1000"}}); err == nil {
 			t.Fatal("start succeeded through its crash point")
 		}
 		h.waitDead()
@@ -55,7 +55,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 				t.Fatalf("start:announced: unrecorded start not rolled back: %+v", in)
 			}
 		}
-		if kinds := outboxKinds(t, h, "ann"); len(kinds) != 2 || kinds[0] != agent.EventStarted || kinds[1] != agent.EventStopped {
+		if kinds := outboxKinds(t, h, "ann"); len(kinds) != 2 || kinds[0] != api.EventStarted || kinds[1] != api.EventStopped {
 			t.Fatalf("start:announced: events %v, want [started stopped]", kinds)
 		}
 	}
@@ -65,7 +65,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 	// nothing is left to tell a third agent about it.
 	{
 		h.start("start:announced")
-		if _, err := h.client.Start(ctx, agent.Request{ID: "rb", Name: "rb", Command: []string{"sleep", "1000"}}); err == nil {
+		if _, err := h.client.Start(ctx, api.Request{ID: "rb", Name: "rb", Command: []string{"sleep", "1000"}}); err == nil {
 			t.Fatal("start succeeded through its crash point")
 		}
 		h.waitDead()
@@ -76,7 +76,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 				t.Fatalf("rollback:removed: unrecorded start not rolled back: %+v", in)
 			}
 		}
-		if kinds := outboxKinds(t, h, "rb"); len(kinds) != 2 || kinds[0] != agent.EventStarted || kinds[1] != agent.EventStopped {
+		if kinds := outboxKinds(t, h, "rb"); len(kinds) != 2 || kinds[0] != api.EventStarted || kinds[1] != api.EventStopped {
 			t.Fatalf("rollback:removed: events %v, want [started stopped]", kinds)
 		}
 	}
@@ -87,15 +87,15 @@ func TestNoEventLostToACrash(t *testing.T) {
 	{
 		h.kill()
 		h.start("release:cgroup")
-		if _, err := h.client.Start(ctx, agent.Request{ID: "end", Name: "end", Command: []string{"sh", "-c", "sleep 0.3; exit 3"}}); err != nil {
+		if _, err := h.client.Start(ctx, api.Request{ID: "end", Name: "end", Command: []string{"sh", "-c", "sleep 0.3; exit 3"}}); err != nil {
 			t.Fatal(err)
 		}
 		h.waitDead()
 		h.start("")
-		if in := h.info("end"); in.State != agent.StateCrashed {
+		if in := h.info("end"); in.State != api.StateCrashed {
 			t.Fatalf("release:cgroup: after the crash: %s, want crashed", in.State)
 		}
-		if kinds := outboxKinds(t, h, "end"); len(kinds) != 2 || kinds[0] != agent.EventStarted || kinds[1] != agent.EventCrashed {
+		if kinds := outboxKinds(t, h, "end"); len(kinds) != 2 || kinds[0] != api.EventStarted || kinds[1] != api.EventCrashed {
 			t.Fatalf("release:cgroup: events %v, want [started crashed]", kinds)
 		}
 	}
@@ -105,11 +105,11 @@ func TestNoEventLostToACrash(t *testing.T) {
 	mib := func(n int64) *int64 { n <<= 20; return &n }
 	{
 		h.start("limit:recorded")
-		if _, err := h.client.Start(ctx, agent.Request{ID: "lim", Name: "lim", Command: []string{"sleep", "1000"},
-			Limits: agent.Limits{MemoryBytes: mib(96)}}); err != nil {
+		if _, err := h.client.Start(ctx, api.Request{ID: "lim", Name: "lim", Command: []string{"sleep", "1000"},
+			Limits: api.Limits{MemoryBytes: mib(96)}}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.client.Limit(ctx, agent.LimitRequest{ID: "lim", Limits: agent.Limits{MemoryBytes: mib(64)}}); err == nil {
+		if _, err := h.client.Limit(ctx, api.LimitRequest{ID: "lim", Limits: api.Limits{MemoryBytes: mib(64)}}); err == nil {
 			t.Fatal("limit succeeded through its crash point")
 		}
 		h.waitDead()
@@ -118,7 +118,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 			t.Fatalf("limit:recorded: memory limit %d after the crash, want the recorded %d", *in.Limits.MemoryBytes, *mib(64))
 		}
 		evs := outboxEvents(t, h, "lim")
-		if k := kindsOf(evs); len(k) != 2 || k[1] != agent.EventLimitChanged || *evs[1].Limits.MemoryBytes != *mib(64) {
+		if k := kindsOf(evs); len(k) != 2 || k[1] != api.EventLimitChanged || *evs[1].Limits.MemoryBytes != *mib(64) {
 			t.Fatalf("limit:recorded: events %v, want [started limit_changed] announcing 64 MiB", k)
 		}
 	}
@@ -126,7 +126,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 	// record, and the announcement is followed by the limits in force.
 	{
 		h.start("limit:announced")
-		if _, err := h.client.Limit(ctx, agent.LimitRequest{ID: "lim", Limits: agent.Limits{MemoryBytes: mib(48)}}); err == nil {
+		if _, err := h.client.Limit(ctx, api.LimitRequest{ID: "lim", Limits: api.Limits{MemoryBytes: mib(48)}}); err == nil {
 			t.Fatal("limit succeeded through its crash point")
 		}
 		h.waitDead()
@@ -140,7 +140,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 		}
 		evs := outboxEvents(t, h, "lim")
 		k := kindsOf(evs)
-		if len(k) != 4 || k[2] != agent.EventLimitChanged || k[3] != agent.EventLimitChanged ||
+		if len(k) != 4 || k[2] != api.EventLimitChanged || k[3] != api.EventLimitChanged ||
 			*evs[2].Limits.MemoryBytes != *mib(48) || *evs[3].Limits.MemoryBytes != *mib(64) {
 			t.Fatalf("limit:announced: events %v, want [started limit_changed limit_changed limit_changed], the last two announcing 48 then 64 MiB", k)
 		}
@@ -153,7 +153,7 @@ func TestNoEventLostToACrash(t *testing.T) {
 }
 
 // kernelMemoryLimit reads in's memory limit from its cgroup.
-func kernelMemoryLimit(t *testing.T, in agent.Instance) int64 {
+func kernelMemoryLimit(t *testing.T, in api.Instance) int64 {
 	t.Helper()
 	p := filepath.Join(cgtest.Root, "memory", in.Cgroup, "memory.limit_in_bytes")
 	if cgtest.Mode() == cgroup.V2 {
@@ -183,9 +183,9 @@ func (h *host) startDying(crashpoint string) {
 	h.agent = nil
 }
 
-func (h *host) info(id string) agent.Instance {
+func (h *host) info(id string) api.Instance {
 	h.t.Helper()
-	in, err := h.client.Info(context.Background(), agent.InfoRequest{ID: id})
+	in, err := h.client.Info(context.Background(), api.InfoRequest{ID: id})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -201,16 +201,16 @@ func outboxKinds(t *testing.T, h *host, id string) []string {
 
 // outboxEvents stops the agent and lists, in order, the events about id
 // waiting in its outbox.
-func outboxEvents(t *testing.T, h *host, id string) []agent.Event {
+func outboxEvents(t *testing.T, h *host, id string) []api.Event {
 	t.Helper()
 	h.kill() // the outbox is read as a restarted agent would, with nobody writing
 	ob, err := outbox.Open(filepath.Join(h.cfg.StateDir, "outbox"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evs []agent.Event
+	var evs []api.Event
 	for _, it := range ob.Pending(ob.Len()) {
-		var e agent.Event
+		var e api.Event
 		if err := json.Unmarshal(it.Data, &e); err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +221,7 @@ func outboxEvents(t *testing.T, h *host, id string) []agent.Event {
 	return evs
 }
 
-func kindsOf(evs []agent.Event) []string {
+func kindsOf(evs []api.Event) []string {
 	var kinds []string
 	for _, e := range evs {
 		kinds = append(kinds, e.Kind)

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/hostward/ward/acl"
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 type execResult struct {
@@ -45,21 +45,21 @@ func TestContainDeniedCommand(t *testing.T) {
 		t.Fatalf("apply: %+v", rep)
 	}
 
-	neighbour := ty.start("neighbour", agent.Limits{}, "exec", "-stay", "--", allowed, "-u")
+	neighbour := ty.start("neighbour", api.Limits{}, "exec", "-stay", "--", allowed, "-u")
 	var nr execResult
 	neighbour.result(phaseDone, &nr)
 	if !nr.Started || nr.ExitCode == nil || *nr.ExitCode != 0 || strings.TrimSpace(nr.Stdout) != strconv.Itoa(*neighbour.inst.UID) {
 		t.Fatalf("allowed copy in the neighbour: %+v", nr)
 	}
 
-	direct := ty.start("direct", agent.Limits{}, "exec", "-stay", "--", denied, "-u")
+	direct := ty.start("direct", api.Limits{}, "exec", "-stay", "--", denied, "-u")
 	var dr execResult
 	direct.result(phaseDone, &dr)
 	if dr.Started || dr.Errno != "EACCES" {
 		t.Fatalf("denied command executed directly: %+v, want execve EACCES", dr)
 	}
 
-	shell := ty.start("shell", agent.Limits{}, "exec", "-stay", "--", "/bin/sh", "-c", denied+" -u; echo status=$?; "+allowed+" -u")
+	shell := ty.start("shell", api.Limits{}, "exec", "-stay", "--", "/bin/sh", "-c", denied+" -u; echo status=$?; "+allowed+" -u")
 	var sr execResult
 	shell.result(phaseDone, &sr)
 	want := "status=126\n" + strconv.Itoa(*shell.inst.UID) + "\n"

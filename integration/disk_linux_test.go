@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
 	"github.com/hostward/ward/internal/testagent"
@@ -47,7 +48,7 @@ func TestContainDiskFill(t *testing.T) {
 		c.Quota.Path = mnt
 	})
 	const limit = 20 * mib
-	neighbour := ty.start("neighbour", agent.Limits{DiskBytes: i64(limit)}, "fill", "-await", "-max", "8388608", "-stay")
+	neighbour := ty.start("neighbour", api.Limits{DiskBytes: i64(limit)}, "fill", "-await", "-max", "8388608", "-stay")
 	neighbour.result(phaseAwaiting, nil)
 
 	// The filler's log is inside its full quota: its results go to a file
@@ -60,7 +61,7 @@ func TestContainDiskFill(t *testing.T) {
 	os.Chmod(outDir, 0o777)
 	out := filepath.Join(outDir, "results")
 	results := &outFile{t: t, path: out}
-	filler := ty.start("filler", agent.Limits{DiskBytes: i64(limit)}, "exec", "-stay", "--", "/bin/sh", "-c",
+	filler := ty.start("filler", api.Limits{DiskBytes: i64(limit)}, "exec", "-stay", "--", "/bin/sh", "-c",
 		"mkdir more && "+tenantBin+" fill -out "+out+"; "+tenantBin+" fill -await -out "+out+" -dir more")
 	var first fillResult
 	results.next(phaseDone, &first)
@@ -89,7 +90,7 @@ func TestContainDiskFill(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	in, err := ty.a.Limit(context.Background(), agent.LimitRequest{ID: filler.inst.ID, Limits: agent.Limits{DiskBytes: i64(2 * limit)}})
+	in, err := ty.a.Limit(context.Background(), api.LimitRequest{ID: filler.inst.ID, Limits: api.Limits{DiskBytes: i64(2 * limit)}})
 	if err != nil {
 		t.Fatal(err)
 	}

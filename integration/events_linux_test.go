@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // TestEventsCommand: `ward events --json` streams what the agent does.
@@ -51,7 +51,7 @@ func TestEventsCommand(t *testing.T) {
 				if !ok {
 					t.Fatal("event stream ended")
 				}
-				var ev agent.Event
+				var ev api.Event
 				if err := json.Unmarshal([]byte(l), &ev); err != nil {
 					t.Fatalf("not JSON: %q", l)
 				}
@@ -59,7 +59,7 @@ func TestEventsCommand(t *testing.T) {
 					continue
 				}
 				kinds = append(kinds, ev.Kind)
-				if ev.Kind == agent.EventCrashed && (ev.State != agent.StateCrashed || ev.ExitCode == nil || *ev.ExitCode != 3 || ev.Seq == 0 || ev.StderrTail != "first\nboom") {
+				if ev.Kind == api.EventCrashed && (ev.State != api.StateCrashed || ev.ExitCode == nil || *ev.ExitCode != 3 || ev.Seq == 0 || ev.StderrTail != "first\nboom") {
 					t.Fatalf("exit event %+v", ev)
 				}
 			case <-time.After(500 * time.Millisecond):
@@ -68,7 +68,7 @@ func TestEventsCommand(t *testing.T) {
 				t.Fatal("no events")
 			}
 		}
-		if kinds[0] == agent.EventStarted && kinds[1] == agent.EventCrashed {
+		if kinds[0] == api.EventStarted && kinds[1] == api.EventCrashed {
 			break
 		}
 		kinds = kinds[:0]

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/cgtest"
 )
 
@@ -37,7 +38,7 @@ func TestFileLimitRaised(t *testing.T) {
 	const n = 10
 	before := countFDs(t, pid)
 	for i := 0; i < n; i++ {
-		if _, err := h.client.Start(context.Background(), agent.Request{Name: "fds", Index: i, Command: []string{"sleep", "1000"}}); err != nil {
+		if _, err := h.client.Start(context.Background(), api.Request{Name: "fds", Index: i, Command: []string{"sleep", "1000"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

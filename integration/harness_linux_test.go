@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testagent"
@@ -196,7 +196,7 @@ func (h *host) waitDead() {
 	h.agent = nil
 }
 
-func (h *host) list() []agent.Instance {
+func (h *host) list() []api.Instance {
 	h.t.Helper()
 	l, err := h.client.List(context.Background())
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // TestHealthFollowsListener: an instance with a tcp health check is
@@ -17,8 +17,8 @@ func TestHealthFollowsListener(t *testing.T) {
 	events, cancel := ty.a.Events().Subscribe()
 	defer cancel()
 	port := 0
-	tn := ty.startReq(agent.Request{Name: "web", Port: &port,
-		HealthCheck: &agent.HealthCheck{Type: "tcp", IntervalMS: 100, TimeoutMS: 50}}, "serve")
+	tn := ty.startReq(api.Request{Name: "web", Port: &port,
+		HealthCheck: &api.HealthCheck{Type: "tcp", IntervalMS: 100, TimeoutMS: 50}}, "serve")
 	var r struct {
 		Addr  string `json:"addr"`
 		Errno string `json:"errno"`
@@ -33,7 +33,7 @@ func TestHealthFollowsListener(t *testing.T) {
 		for {
 			select {
 			case e := <-events:
-				if e.ID == tn.inst.ID && e.Kind == agent.EventHealthChanged {
+				if e.ID == tn.inst.ID && e.Kind == api.EventHealthChanged {
 					t.Logf("health_changed: %s (%s)", e.Health, e.Reason)
 					if e.Health == want {
 						if h := tn.info().Health; h == nil || *h != want {
@@ -54,11 +54,11 @@ func TestHealthFollowsListener(t *testing.T) {
 	tn.mustRun()
 
 	// No check asked for: health is null, not invented.
-	other := ty.start("plain", agent.Limits{}, "hog", "-mb", "1")
+	other := ty.start("plain", api.Limits{}, "hog", "-mb", "1")
 	if h := other.info().Health; h != nil {
 		t.Fatalf("health %q without a health check", *h)
 	}
-	if _, err := ty.a.Stop(context.Background(), agent.StopRequest{ID: tn.inst.ID}); err != nil {
+	if _, err := ty.a.Stop(context.Background(), api.StopRequest{ID: tn.inst.ID}); err != nil {
 		t.Fatal(err)
 	}
 }

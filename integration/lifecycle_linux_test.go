@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/leakcheck"
@@ -48,11 +48,11 @@ func TestInstanceLifecycleThroughCLI(t *testing.T) {
 		t.Fatalf("ward run: %d %s", code, errOut)
 	}
 	id := strings.TrimSpace(out)
-	inst, err := h.client.Info(context.Background(), agent.InfoRequest{ID: id})
+	inst, err := h.client.Info(context.Background(), api.InfoRequest{ID: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.State != agent.StateRunning || inst.UID == nil || inst.Port == nil || inst.PID == nil {
+	if inst.State != api.StateRunning || inst.UID == nil || inst.Port == nil || inst.PID == nil {
 		t.Fatalf("instance %+v", inst)
 	}
 	group := h.cfg.Cgroup.Parent + "/shop-2-" + id
@@ -167,8 +167,8 @@ func TestInstanceLifecycleThroughCLI(t *testing.T) {
 	if err := syscallKill0(*inst.PID); err == nil {
 		t.Errorf("pid %d alive after stop", *inst.PID)
 	}
-	final, _ := h.client.Info(context.Background(), agent.InfoRequest{ID: id})
-	if final.State != agent.StateStopped || final.PID != nil || final.UID != nil || final.Port != nil {
+	final, _ := h.client.Info(context.Background(), api.InfoRequest{ID: id})
+	if final.State != api.StateStopped || final.PID != nil || final.UID != nil || final.Port != nil {
 		t.Fatalf("stopped instance still holds something: %+v", final)
 	}
 	leakcheck.Check(t, h.cfg, nil)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/reporter"
 )
 
@@ -36,7 +36,7 @@ func TestLoadPublished(t *testing.T) {
 	}
 	h.start("")
 	mem := int64(64 << 20)
-	inst, err := h.client.Start(context.Background(), agent.Request{Name: "loaded", Limits: agent.Limits{MemoryBytes: &mem}, Command: []string{"sleep", "1000"}})
+	inst, err := h.client.Start(context.Background(), api.Request{Name: "loaded", Limits: api.Limits{MemoryBytes: &mem}, Command: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestLoadPublished(t *testing.T) {
 		break
 	}
 	out, _, code := h.run("info", inst.ID, "--json")
-	var got agent.Instance
+	var got api.Instance
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Usage.MemoryBytes == nil || got.Usage.CPUPct == nil || got.Usage.Pids == nil || *got.Usage.Pids != 1 {
 		t.Fatalf("ward info usage: %s", strings.TrimSpace(out))
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // TestMetricsServed: with metrics.listen set, the agent serves Prometheus
@@ -28,12 +28,12 @@ func TestMetricsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start("")
-	inst, err := h.client.Start(context.Background(), agent.Request{Name: "metered", Command: []string{"sleep", "1000"}})
+	inst, err := h.client.Start(context.Background(), api.Request{Name: "metered", Command: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A start refused for bad input counts as such.
-	if _, err := h.client.Start(context.Background(), agent.Request{Name: "", Command: []string{"sleep"}}); err == nil {
+	if _, err := h.client.Start(context.Background(), api.Request{Name: "", Command: []string{"sleep"}}); err == nil {
 		t.Fatal("a start without a name was accepted")
 	}
 	want := []string{`ward_instance_memory_bytes{id="` + inst.ID + `",index="0",name="metered"}`, "ward_host_cpu_percent ", `ward_instances{state="running"} 1`,

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/outbox"
 )
 
@@ -21,8 +21,8 @@ func TestOOMWhileAgentDown(t *testing.T) {
 	h := newHost(t)
 	h.start("")
 	mem := int64(32 << 20)
-	inst, err := h.client.Start(context.Background(), agent.Request{
-		Name: "hog", Limits: agent.Limits{MemoryBytes: &mem},
+	inst, err := h.client.Start(context.Background(), api.Request{
+		Name: "hog", Limits: api.Limits{MemoryBytes: &mem},
 		// tail buffers its input looking for a newline: /dev/zero has none.
 		Command: []string{"sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo about to hog >&2; exec tail /dev/zero"},
 	})
@@ -44,7 +44,7 @@ func TestOOMWhileAgentDown(t *testing.T) {
 		return len(f) > 0 && f[0] == "Z"
 	})
 	h.start("")
-	var got agent.Instance
+	var got api.Instance
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		for _, in := range h.list() {
@@ -57,7 +57,7 @@ func TestOOMWhileAgentDown(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got.State != agent.StateOOMKilled || !strings.HasPrefix(got.Reason, "out of memory: 33554432 byte limit") || got.OOMKills < 1 {
+	if got.State != api.StateOOMKilled || !strings.HasPrefix(got.Reason, "out of memory: 33554432 byte limit") || got.OOMKills < 1 {
 		t.Fatalf("after restart: state %s, reason %q, oom_kills %d; want oom_killed", got.State, got.Reason, got.OOMKills)
 	}
 	if got.StderrTail != "about to hog" {
@@ -78,8 +78,8 @@ func TestOOMNoticeWhileAgentDown(t *testing.T) {
 	}
 	h.start("")
 	mem := int64(32 << 20)
-	inst, err := h.client.Start(context.Background(), agent.Request{
-		Name: "notify", Limits: agent.Limits{MemoryBytes: &mem},
+	inst, err := h.client.Start(context.Background(), api.Request{
+		Name: "notify", Limits: api.Limits{MemoryBytes: &mem},
 		Command: []string{"sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; tail /dev/zero; exec sleep 1000"},
 	})
 	if err != nil {
@@ -94,16 +94,16 @@ func TestOOMNoticeWhileAgentDown(t *testing.T) {
 		b, _ := os.ReadFile(control)
 		return strings.Contains(string(b), "oom_kill 1")
 	})
-	notices := func() []agent.Event {
+	notices := func() []api.Event {
 		t.Helper()
 		ob, err := outbox.Open(filepath.Join(h.cfg.StateDir, "outbox"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var evs []agent.Event
+		var evs []api.Event
 		for _, it := range ob.Pending(1 << 20) {
-			var e agent.Event
-			if json.Unmarshal(it.Data, &e) == nil && e.ID == inst.ID && e.Kind == agent.EventOOMKilled {
+			var e api.Event
+			if json.Unmarshal(it.Data, &e) == nil && e.ID == inst.ID && e.Kind == api.EventOOMKilled {
 				evs = append(evs, e)
 			}
 		}
@@ -111,18 +111,18 @@ func TestOOMNoticeWhileAgentDown(t *testing.T) {
 	}
 	for round := 1; round <= 2; round++ {
 		h.start("")
-		var got agent.Instance
+		var got api.Instance
 		for _, in := range h.list() {
 			if in.ID == inst.ID {
 				got = in
 			}
 		}
-		if got.State != agent.StateRunning || got.PID == nil || *got.PID != *inst.PID || got.OOMKills != 1 {
+		if got.State != api.StateRunning || got.PID == nil || *got.PID != *inst.PID || got.OOMKills != 1 {
 			t.Fatalf("restart %d: state %s pid %v oom_kills %d; want running, pid %d, 1 kill", round, got.State, got.PID, got.OOMKills, *inst.PID)
 		}
 		h.kill()
 		evs := notices()
-		if len(evs) != 1 || evs[0].State != agent.StateRunning || evs[0].OOMKills != 1 || !strings.Contains(evs[0].Reason, "while the agent was down") {
+		if len(evs) != 1 || evs[0].State != api.StateRunning || evs[0].OOMKills != 1 || !strings.Contains(evs[0].Reason, "while the agent was down") {
 			t.Fatalf("restart %d: oom_killed events %+v, want the one notice", round, evs)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // TestOutboxSurvivesSIGKILL: events produced while the bus is down wait in
@@ -36,13 +36,13 @@ func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	ctx := context.Background()
 	var ids []string
 	for i := 0; i < 5; i++ {
-		in, err := h.client.Start(ctx, agent.Request{Name: "offline", Index: i, Command: []string{"sleep", "1000"}})
+		in, err := h.client.Start(ctx, api.Request{Name: "offline", Index: i, Command: []string{"sleep", "1000"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, in.ID)
 	}
-	if _, err := h.client.Stop(ctx, agent.StopRequest{ID: ids[0]}); err != nil {
+	if _, err := h.client.Stop(ctx, api.StopRequest{ID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
 	h.kill()
@@ -67,7 +67,7 @@ func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	var mu sync.Mutex
 	var seqs []uint64
 	sub.Subscribe("ward."+h.cfg.HostID+".events.>", func(m *nats.Msg) {
-		var e agent.Event
+		var e api.Event
 		json.Unmarshal(m.Data, &e)
 		mu.Lock()
 		seqs = append(seqs, e.Seq)
@@ -96,7 +96,7 @@ func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	}
 	waitFor(t, "outbox drained", func() bool { return countOutbox(t, h) == 0 })
 	for _, id := range ids[1:] {
-		if _, err := h.client.Stop(ctx, agent.StopRequest{ID: id}); err != nil {
+		if _, err := h.client.Stop(ctx, api.StopRequest{ID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/leakcheck"
 )
 
@@ -23,7 +23,7 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 
 	pids := map[string]int{}
 	for i := 0; i < 20; i++ {
-		inst, err := h.client.Start(ctx, agent.Request{Name: "steady", Index: i, Port: new(int), Command: []string{"sleep", "100000"}})
+		inst, err := h.client.Start(ctx, api.Request{Name: "steady", Index: i, Port: new(int), Command: []string{"sleep", "100000"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,15 +40,15 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 		return m
 	}
 	// checkSteady: after a restart the 20 are running with the pids they had.
-	checkSteady := func(stage string) map[string]agent.Instance {
+	checkSteady := func(stage string) map[string]api.Instance {
 		t.Helper()
-		byID := map[string]agent.Instance{}
+		byID := map[string]api.Instance{}
 		for _, in := range h.list() {
 			byID[in.ID] = in
 		}
 		for id, pid := range pids {
 			in, ok := byID[id]
-			if !ok || in.State != agent.StateRunning || in.PID == nil || *in.PID != pid {
+			if !ok || in.State != api.StateRunning || in.PID == nil || *in.PID != pid {
 				t.Fatalf("%s: instance %s = %+v, want running with pid %d", stage, id, in, pid)
 			}
 		}
@@ -64,7 +64,7 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 		h.kill()
 		h.start(cp)
 		id := fmt.Sprintf("inflight-%d", n)
-		_, err := h.client.Start(ctx, agent.Request{ID: id, Name: "inflight", Port: new(int), Command: []string{"sleep", "100000"}})
+		_, err := h.client.Start(ctx, api.Request{ID: id, Name: "inflight", Port: new(int), Command: []string{"sleep", "100000"}})
 		if err == nil {
 			t.Fatalf("%s: start succeeded through the crash point", cp)
 		}
@@ -75,13 +75,13 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 		switch {
 		case !exists:
 			leakcheck.Check(t, h.cfg, live())
-		case in.State == agent.StateRunning:
+		case in.State == api.StateRunning:
 			// fully running: its pid is alive and in its group
 			if in.PID == nil || syscallKill0(*in.PID) != nil {
 				t.Fatalf("%s: running in-flight instance without a live process: %+v", cp, in)
 			}
 			leakcheck.Check(t, h.cfg, live(id))
-			if _, err := h.client.Stop(ctx, agent.StopRequest{ID: id}); err != nil {
+			if _, err := h.client.Stop(ctx, api.StopRequest{ID: id}); err != nil {
 				t.Fatal(err)
 			}
 		default:
@@ -94,18 +94,18 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 		h.kill()
 		h.start("")
 		id := fmt.Sprintf("stopping-%d", n)
-		if _, err := h.client.Start(ctx, agent.Request{ID: id, Name: "stopping", Port: new(int), Command: []string{"sleep", "100000"}}); err != nil {
+		if _, err := h.client.Start(ctx, api.Request{ID: id, Name: "stopping", Port: new(int), Command: []string{"sleep", "100000"}}); err != nil {
 			t.Fatal(err)
 		}
 		h.kill()
 		h.start(cp)
-		if _, err := h.client.Stop(ctx, agent.StopRequest{ID: id}); err == nil {
+		if _, err := h.client.Stop(ctx, api.StopRequest{ID: id}); err == nil {
 			t.Fatalf("%s: stop succeeded through the crash point", cp)
 		}
 		h.waitDead()
 		h.start("")
 		byID := checkSteady(cp)
-		if in := byID[id]; in.State != agent.StateStopped {
+		if in := byID[id]; in.State != api.StateStopped {
 			t.Fatalf("%s: interrupted stop ended as %+v", cp, in)
 		}
 		leakcheck.Check(t, h.cfg, live())
@@ -122,10 +122,10 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 			defer close(done)
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("churn-%d-%d", round, i)
-				if _, err := h.client.Start(ctx, agent.Request{ID: id, Name: "churn", Command: []string{"sleep", "100000"}}); err != nil {
+				if _, err := h.client.Start(ctx, api.Request{ID: id, Name: "churn", Command: []string{"sleep", "100000"}}); err != nil {
 					return
 				}
-				if _, err := h.client.Stop(ctx, agent.StopRequest{ID: id}); err != nil {
+				if _, err := h.client.Stop(ctx, api.StopRequest{ID: id}); err != nil {
 					return
 				}
 			}
@@ -141,7 +141,7 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 				continue
 			}
 			switch {
-			case in.State == agent.StateRunning:
+			case in.State == api.StateRunning:
 				extra = append(extra, id)
 			case !in.State.Terminal():
 				t.Fatalf("round %d: %s left %s", round, id, in.State)
@@ -149,7 +149,7 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 		}
 		leakcheck.Check(t, h.cfg, live(extra...))
 		for _, id := range extra {
-			if _, err := h.client.Stop(ctx, agent.StopRequest{ID: id}); err != nil {
+			if _, err := h.client.Stop(ctx, api.StopRequest{ID: id}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -157,8 +157,8 @@ func TestRestartReadoptsAndNothingLeaks(t *testing.T) {
 
 	// Finally everything stops cleanly and nothing at all remains.
 	for id := range pids {
-		in, err := h.client.Stop(ctx, agent.StopRequest{ID: id})
-		if err != nil || in.State != agent.StateStopped {
+		in, err := h.client.Stop(ctx, api.StopRequest{ID: id})
+		if err != nil || in.State != api.StateStopped {
 			t.Fatalf("stop %s: %v %+v", id, err, in)
 		}
 	}

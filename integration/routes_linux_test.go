@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // TestRoutesFollowHealth: the agent binary registers a healthy instance's
@@ -33,9 +33,9 @@ func TestRoutesFollowHealth(t *testing.T) {
 	h.start("")
 
 	port := 0
-	inst, err := h.client.Start(context.Background(), agent.Request{
+	inst, err := h.client.Start(context.Background(), api.Request{
 		Name: "shop", Index: 3, Port: &port, Routes: []string{"shop.example.com"},
-		HealthCheck: &agent.HealthCheck{Type: "tcp", IntervalMS: 100, TimeoutMS: 50},
+		HealthCheck: &api.HealthCheck{Type: "tcp", IntervalMS: 100, TimeoutMS: 50},
 		Command:     []string{tenantBin, "serve"},
 	})
 	if err != nil {

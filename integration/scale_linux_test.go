@@ -19,7 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/latency"
 	"github.com/hostward/ward/internal/leakcheck"
@@ -106,11 +106,11 @@ metrics: {listen: %s}
 		if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
 			return fmt.Errorf("%s: %s", code, m.Data)
 		}
-		var in agent.Instance
+		var in api.Instance
 		if err := json.Unmarshal(m.Data, &in); err != nil {
 			return fmt.Errorf("reply %.200q: %w", m.Data, err)
 		}
-		if want := map[string]agent.State{"start": agent.StateRunning, "stop": agent.StateStopped}[verb]; in.State != want {
+		if want := map[string]api.State{"start": api.StateRunning, "stop": api.StateStopped}[verb]; in.State != want {
 			return fmt.Errorf("%s is %s, want %s (%s)", in.ID, in.State, want, in.Reason)
 		}
 		return nil
@@ -124,12 +124,12 @@ metrics: {listen: %s}
 		for i := 0; i < scaleSingles; i++ {
 			sid := fmt.Sprintf("single-%s-%02d", tag, i)
 			t0 := time.Now()
-			if err := request("start", agent.Request{ID: sid, Name: "single", Index: i, Command: []string{"/bin/sleep", "100000"},
-				Limits: agent.Limits{MemoryBytes: &mem, Pids: &pids}}); err != nil {
+			if err := request("start", api.Request{ID: sid, Name: "single", Index: i, Command: []string{"/bin/sleep", "100000"},
+				Limits: api.Limits{MemoryBytes: &mem, Pids: &pids}}); err != nil {
 				b.Fatalf("single start %s: %v", sid, err)
 			}
 			s.Since(t0)
-			if err := request("stop", agent.StopRequest{ID: sid}); err != nil {
+			if err := request("stop", api.StopRequest{ID: sid}); err != nil {
 				b.Fatalf("single stop %s: %v", sid, err)
 			}
 		}
@@ -141,8 +141,8 @@ metrics: {listen: %s}
 	b.ReportMetric(ms(idle.Percentile(50)), "idle_start_p50_ms")
 	b.ReportMetric(ms(idle.Percentile(99)), "idle_start_p99_ms")
 	startAll, starts, err := fanOut(n, func(i int) error {
-		return request("start", agent.Request{ID: id(i), Name: "scale", Index: i, Command: []string{"/bin/sleep", "100000"},
-			Limits: agent.Limits{MemoryBytes: &mem, Pids: &pids}})
+		return request("start", api.Request{ID: id(i), Name: "scale", Index: i, Command: []string{"/bin/sleep", "100000"},
+			Limits: api.Limits{MemoryBytes: &mem, Pids: &pids}})
 	})
 	if err != nil {
 		b.Fatalf("starting %d instances: %v\n%s", n, err, ag.logTail())
@@ -158,7 +158,7 @@ metrics: {listen: %s}
 	// it must be refused at once, and pages must carry the list.
 	if m, err := nc.Request(subj+"list", []byte("{}"), 10*time.Second); err != nil {
 		b.Errorf("bus list of %d instances in one reply: %v", n, err)
-	} else if code := m.Header.Get("Nats-Service-Error-Code"); code != "" && code != string(agent.CodeResourceExhausted) {
+	} else if code := m.Header.Get("Nats-Service-Error-Code"); code != "" && code != string(api.CodeResourceExhausted) {
 		b.Errorf("bus list of %d instances in one reply: %s %s", n, code, m.Header.Get("Nats-Service-Error"))
 	}
 	t0 := time.Now()
@@ -209,7 +209,7 @@ metrics: {listen: %s}
 	b.Logf("single starts over the bus, p50/p99: %s / %s with nothing running, %s / %s beside %d instances",
 		idle.Percentile(50), idle.Percentile(99), loaded.Percentile(50), loaded.Percentile(99), n)
 
-	stopAll, stops, err := fanOut(n, func(i int) error { return request("stop", agent.StopRequest{ID: id(i)}) })
+	stopAll, stops, err := fanOut(n, func(i int) error { return request("stop", api.StopRequest{ID: id(i)}) })
 	if err != nil {
 		b.Fatalf("stopping %d instances: %v\n%s", n, err, ag.logTail())
 	}
@@ -236,7 +236,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // returns how many it got, how many of them run, and the bytes of the
 // replies.
 func listPaged(nc *nats.Conn, subj string, limit int) (n, running, size int, err error) {
-	req := agent.ListRequest{Limit: limit}
+	req := api.ListRequest{Limit: limit}
 	seen := map[string]bool{}
 	for {
 		body, _ := json.Marshal(req)
@@ -247,7 +247,7 @@ func listPaged(nc *nats.Conn, subj string, limit int) (n, running, size int, err
 		if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
 			return len(seen), running, size, fmt.Errorf("%s: %s", code, m.Header.Get("Nats-Service-Error"))
 		}
-		var l agent.List
+		var l api.List
 		if err := json.Unmarshal(m.Data, &l); err != nil {
 			return len(seen), running, size, err
 		}
@@ -257,7 +257,7 @@ func listPaged(nc *nats.Conn, subj string, limit int) (n, running, size int, err
 				return len(seen), running, size, fmt.Errorf("%s listed twice", in.ID)
 			}
 			seen[in.ID] = true
-			if in.State == agent.StateRunning {
+			if in.State == api.StateRunning {
 				running++
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/testagent"
 )
@@ -70,7 +71,7 @@ func newTenancyWith(t *testing.T, mutate func(*config.Config)) *tenancy {
 type tenant struct {
 	ty   *tenancy
 	name string
-	inst *agent.Instance // as Start returned it
+	inst *api.Instance // as Start returned it
 
 	lines          []string // result lines seen so far
 	next           int      // the next line result returns
@@ -78,13 +79,13 @@ type tenant struct {
 }
 
 // start starts an instance called name that runs `tenant args...`.
-func (ty *tenancy) start(name string, limits agent.Limits, args ...string) *tenant {
+func (ty *tenancy) start(name string, limits api.Limits, args ...string) *tenant {
 	ty.t.Helper()
-	return ty.startReq(agent.Request{Name: name, Limits: limits}, args...)
+	return ty.startReq(api.Request{Name: name, Limits: limits}, args...)
 }
 
 // startReq starts req with `tenant args...` as its command.
-func (ty *tenancy) startReq(req agent.Request, args ...string) *tenant {
+func (ty *tenancy) startReq(req api.Request, args ...string) *tenant {
 	ty.t.Helper()
 	req.Command = append([]string{tenantBin}, args...)
 	inst, err := ty.a.Start(context.Background(), req)
@@ -187,9 +188,9 @@ func (tn *tenant) readLogs() {
 	}
 }
 
-func (tn *tenant) info() *agent.Instance {
+func (tn *tenant) info() *api.Instance {
 	tn.ty.t.Helper()
-	in, err := tn.ty.a.Info(context.Background(), agent.InfoRequest{ID: tn.inst.ID})
+	in, err := tn.ty.a.Info(context.Background(), api.InfoRequest{ID: tn.inst.ID})
 	if err != nil {
 		tn.ty.t.Fatalf("%s: info: %v", tn.name, err)
 	}
@@ -197,7 +198,7 @@ func (tn *tenant) info() *agent.Instance {
 }
 
 // waitEnd waits until the instance is in a terminal state.
-func (tn *tenant) waitEnd(timeout time.Duration) *agent.Instance {
+func (tn *tenant) waitEnd(timeout time.Duration) *api.Instance {
 	tn.ty.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -213,10 +214,10 @@ func (tn *tenant) waitEnd(timeout time.Duration) *agent.Instance {
 }
 
 // mustRun fails t unless the instance is running with its first pid.
-func (tn *tenant) mustRun() *agent.Instance {
+func (tn *tenant) mustRun() *api.Instance {
 	tn.ty.t.Helper()
 	in := tn.info()
-	if in.State != agent.StateRunning || in.PID == nil || *in.PID != *tn.inst.PID {
+	if in.State != api.StateRunning || in.PID == nil || *in.PID != *tn.inst.PID {
 		tn.ty.t.Fatalf("%s: want running with pid %d\n%s", tn.name, *tn.inst.PID, tn.diag())
 	}
 	if err := syscall.Kill(*tn.inst.PID, 0); err != nil {
@@ -264,7 +265,7 @@ func (tn *tenant) cgroupUint(ctrl, file, key string) uint64 {
 func (tn *tenant) diag() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "--- tenant %s (instance %s, command %q)\n", tn.name, tn.inst.ID, tn.inst.Command)
-	if in, err := tn.ty.a.Info(context.Background(), agent.InfoRequest{ID: tn.inst.ID}); err != nil {
+	if in, err := tn.ty.a.Info(context.Background(), api.InfoRequest{ID: tn.inst.ID}); err != nil {
 		fmt.Fprintf(&b, "info: %v\n", err)
 	} else {
 		fmt.Fprintf(&b, "state %s, reason %q, exit code %s, signal %q, pid %s, usage mem %s pids %s\n",

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/ptytest"
 )
 
@@ -102,7 +102,7 @@ func TestTop(t *testing.T) {
 		h.run("stop", big, "--timeout", "0s")
 	})
 	waitFor(t, "the hog's memory", func() bool {
-		in, err := h.client.Info(context.Background(), agent.InfoRequest{ID: big})
+		in, err := h.client.Info(context.Background(), api.InfoRequest{ID: big})
 		return err == nil && in.Usage.MemoryBytes != nil && *in.Usage.MemoryBytes > 30<<20
 	})
 

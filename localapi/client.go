@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // Client talks to an agent's socket.
@@ -31,32 +31,32 @@ func NewClient(socket string) *Client {
 }
 
 // Start asks for an instance.
-func (c *Client) Start(ctx context.Context, req agent.Request) (*agent.Instance, error) {
-	var inst agent.Instance
+func (c *Client) Start(ctx context.Context, req api.Request) (*api.Instance, error) {
+	var inst api.Instance
 	return &inst, c.call(ctx, "start", req, &inst)
 }
 
 // Stop stops an instance.
-func (c *Client) Stop(ctx context.Context, req agent.StopRequest) (*agent.Instance, error) {
-	var inst agent.Instance
+func (c *Client) Stop(ctx context.Context, req api.StopRequest) (*api.Instance, error) {
+	var inst api.Instance
 	return &inst, c.call(ctx, "stop", req, &inst)
 }
 
 // Limit changes an instance's limits.
-func (c *Client) Limit(ctx context.Context, req agent.LimitRequest) (*agent.Instance, error) {
-	var inst agent.Instance
+func (c *Client) Limit(ctx context.Context, req api.LimitRequest) (*api.Instance, error) {
+	var inst api.Instance
 	return &inst, c.call(ctx, "limit", req, &inst)
 }
 
 // Info describes one instance.
-func (c *Client) Info(ctx context.Context, req agent.InfoRequest) (*agent.Instance, error) {
-	var inst agent.Instance
+func (c *Client) Info(ctx context.Context, req api.InfoRequest) (*api.Instance, error) {
+	var inst api.Instance
 	return &inst, c.call(ctx, "info", req, &inst)
 }
 
 // List lists every instance.
-func (c *Client) List(ctx context.Context) (*agent.List, error) {
-	var l agent.List
+func (c *Client) List(ctx context.Context) (*api.List, error) {
+	var l api.List
 	return &l, c.call(ctx, "list", struct{}{}, &l)
 }
 
@@ -78,7 +78,7 @@ func (c *Client) Raw(ctx context.Context, method string, body []byte) ([]byte, e
 		return nil, fmt.Errorf("reading the agent's reply: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var eb agent.ErrorBody
+		var eb api.ErrorBody
 		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
 			return nil, eb.Error
 		}
@@ -101,7 +101,7 @@ func (c *Client) call(ctx context.Context, method string, req, reply any) error 
 
 // Events calls fn for every event the agent emits until ctx ends, fn
 // returns an error, or the agent closes the stream.
-func (c *Client) Events(ctx context.Context, fn func(agent.Event, []byte) error) error {
+func (c *Client) Events(ctx context.Context, fn func(api.Event, []byte) error) error {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ward/v1/events", nil)
 	if err != nil {
 		return err
@@ -114,7 +114,7 @@ func (c *Client) Events(ctx context.Context, fn func(agent.Event, []byte) error)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var e agent.Event
+		var e api.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("malformed event: %w", err)
 		}

@@ -16,20 +16,20 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // EventSource feeds `ward events`.
 type EventSource interface {
-	Subscribe() (<-chan agent.Event, func())
+	Subscribe() (<-chan api.Event, func())
 }
 
 // NewHandler returns the HTTP handler for api and events.
-func NewHandler(api agent.API, events EventSource, log *slog.Logger) http.Handler {
+func NewHandler(svc api.API, events EventSource, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	for _, m := range agent.Methods {
+	for _, m := range api.Methods {
 		mux.HandleFunc("POST /v1/"+m.Name, endpoint(log, func(ctx context.Context, b []byte) (any, error) {
-			return m.Call(ctx, api, b)
+			return m.Call(ctx, svc, b)
 		}))
 	}
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
@@ -40,15 +40,15 @@ func NewHandler(api agent.API, events EventSource, log *slog.Logger) http.Handle
 
 func endpoint(log *slog.Logger, h func(context.Context, []byte) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, agent.MaxRequestBytes+1))
+		body, err := io.ReadAll(io.LimitReader(r.Body, api.MaxRequestBytes+1))
 		if err != nil {
-			writeError(w, &agent.Error{Code: agent.CodeInvalidArgument, Message: "reading request: " + err.Error()})
+			writeError(w, &api.Error{Code: api.CodeInvalidArgument, Message: "reading request: " + err.Error()})
 			return
 		}
 		v, err := h(r.Context(), body)
 		if err != nil {
-			e := agent.AsError(err)
-			if e.Code == agent.CodeInternal {
+			e := api.AsError(err)
+			if e.Code == api.CodeInternal {
 				log.Error("request failed", "path", r.URL.Path, "err", err)
 			}
 			writeError(w, e)
@@ -59,23 +59,23 @@ func endpoint(log *slog.Logger, h func(context.Context, []byte) (any, error)) ht
 	}
 }
 
-var statusOf = map[agent.Code]int{
-	agent.CodeInvalidArgument:   http.StatusBadRequest,
-	agent.CodeNotFound:          http.StatusNotFound,
-	agent.CodeConflict:          http.StatusConflict,
-	agent.CodeResourceExhausted: http.StatusTooManyRequests,
-	agent.CodeUnavailable:       http.StatusServiceUnavailable,
-	agent.CodeInternal:          http.StatusInternalServerError,
+var statusOf = map[api.Code]int{
+	api.CodeInvalidArgument:   http.StatusBadRequest,
+	api.CodeNotFound:          http.StatusNotFound,
+	api.CodeConflict:          http.StatusConflict,
+	api.CodeResourceExhausted: http.StatusTooManyRequests,
+	api.CodeUnavailable:       http.StatusServiceUnavailable,
+	api.CodeInternal:          http.StatusInternalServerError,
 }
 
-func writeError(w http.ResponseWriter, e *agent.Error) {
+func writeError(w http.ResponseWriter, e *api.Error) {
 	status, ok := statusOf[e.Code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(agent.Body(e))
+	w.Write(api.Body(e))
 }
 
 // streamEvents writes one JSON event per line until the client goes away.

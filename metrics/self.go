@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/hostward/ward/api"
 )
 
 // Other is the label value every unknown event kind, result or state is
@@ -17,27 +19,23 @@ const Other = "other"
 // counted under its error code.
 const ResultOK = "ok"
 
-// Bounded label values. They repeat the product contract's names (this
-// package does not depend on the agent); a value missing here is counted
-// as Other until it is added.
+// Bounded label values: the contract's names (package api); a value
+// missing there is counted as Other.
 var (
-	// eventKinds are the kinds of instance events.
-	eventKinds = []string{
-		"started", "exited", "crashed", "oom_killed", "stopped",
-		"limit_changed", "memory_pressure", "health_changed",
-	}
-	// results are the outcomes of a start or stop: ResultOK or the
-	// contract's error code.
-	results = []string{
-		ResultOK, "invalid_argument", "not_found", "conflict",
-		"resource_exhausted", "unavailable", "internal",
-	}
-	// states are the states of an instance.
-	states = []string{
-		"starting", "running", "stopping",
-		"stopped", "exited", "crashed", "oom_killed",
-	}
+	eventKinds = api.EventKinds
+	// results are the outcomes of a start or stop: ResultOK or an error
+	// code.
+	results = append([]string{ResultOK}, names(api.Codes)...)
+	states  = names(api.States)
 )
+
+func names[T ~string](vs []T) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
+}
 
 // Options says what the registry exposes besides the agent's own counters.
 // Every field is optional; a nil one leaves its series out.

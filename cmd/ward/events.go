@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -22,7 +22,7 @@ func runEvents(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return localapi.NewClient(*socket).Events(ctx, func(e agent.Event, raw []byte) error {
+	return localapi.NewClient(*socket).Events(ctx, func(e api.Event, raw []byte) error {
 		if *asJSON {
 			_, err := fmt.Fprintf(stdout, "%s\n", raw)
 			return err

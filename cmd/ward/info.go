@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -23,7 +23,7 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		return usagef("want exactly one instance ID")
 	}
-	body, _ := json.Marshal(agent.InfoRequest{ID: fs.Arg(0)})
+	body, _ := json.Marshal(api.InfoRequest{ID: fs.Arg(0)})
 	b, err := localapi.NewClient(*socket).Raw(context.Background(), "info", body)
 	if err != nil {
 		return err
@@ -32,7 +32,7 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(b)
 		return err
 	}
-	var in agent.Instance
+	var in api.Instance
 	if err := json.Unmarshal(b, &in); err != nil {
 		return err
 	}
@@ -40,7 +40,7 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func printInstance(w io.Writer, in *agent.Instance) {
+func printInstance(w io.Writer, in *api.Instance) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("id", in.ID)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -21,8 +21,8 @@ func runLimit(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		return usagef("want exactly one instance ID")
 	}
-	req := agent.LimitRequest{ID: fs.Arg(0), Limits: limits()}
-	if req.Limits == (agent.Limits{}) {
+	req := api.LimitRequest{ID: fs.Arg(0), Limits: limits()}
+	if req.Limits == (api.Limits{}) {
 		return usagef("no limit given")
 	}
 	body, _ := json.Marshal(req)
@@ -34,7 +34,7 @@ func runLimit(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(b)
 		return err
 	}
-	var in agent.Instance
+	var in api.Instance
 	if err := json.Unmarshal(b, &in); err != nil {
 		return err
 	}

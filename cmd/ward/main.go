@@ -10,7 +10,7 @@ import (
 	"os"
 	"sort"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // Exit codes of the contract.
@@ -77,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ward %s: %v\n", args[0], err)
 		return exitUsage
 	}
-	var ae *agent.Error
+	var ae *api.Error
 	if errors.As(err, &ae) {
 		fmt.Fprintf(stderr, "ward %s: %s (%s)\n", args[0], ae.Error(), ae.Code)
 	} else {

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -76,7 +76,7 @@ func ratio(used *uint64, limit *int64) string {
 	return u + "/" + l
 }
 
-func uptime(in agent.Instance, now time.Time) string {
+func uptime(in api.Instance, now time.Time) string {
 	if in.StartedAt == nil || in.State.Terminal() {
 		return "-"
 	}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -39,7 +39,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if *name == "" {
 		*name = defaultName(fs.Arg(0))
 	}
-	req := agent.Request{ID: *id, Name: *name, Index: *index, Command: fs.Args(), Limits: limits(), Routes: routes}
+	req := api.Request{ID: *id, Name: *name, Index: *index, Command: fs.Args(), Limits: limits(), Routes: routes}
 	switch *port {
 	case "":
 	case "auto", "0":
@@ -52,7 +52,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		req.Port = &p
 	}
 	if *health != "" {
-		hc := &agent.HealthCheck{Type: *health}
+		hc := &api.HealthCheck{Type: *health}
 		if p, ok := strings.CutPrefix(*health, "http:"); ok {
 			hc.Type, hc.Path = "http", p
 		}
@@ -80,7 +80,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(b)
 		return err
 	}
-	var inst agent.Instance
+	var inst api.Instance
 	if err := json.Unmarshal(b, &inst); err != nil {
 		return err
 	}

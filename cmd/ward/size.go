@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 // parseSize reads a byte count such as "256M", "1G", "512MiB" or "1048576".
@@ -119,7 +119,7 @@ func (f *cpusFlag) Set(s string) error {
 
 // limitFlags registers the limit flags shared by `run` and `limit`; the
 // returned function gives the limits that were set (nil fields: not given).
-func limitFlags(fs *flag.FlagSet) func() agent.Limits {
+func limitFlags(fs *flag.FlagSet) func() api.Limits {
 	var m, sw, d sizeFlag
 	var sh, p intFlag
 	var c cpusFlag
@@ -129,7 +129,7 @@ func limitFlags(fs *flag.FlagSet) func() agent.Limits {
 	fs.Var(&c, "cpus", "hard CPU cap in cores, e.g. 0.5 (0: none)")
 	fs.Var(&p, "pids", "maximum number of processes and threads")
 	fs.Var(&d, "disk", "disk quota, e.g. 1G (0: none)")
-	return func() agent.Limits {
-		return agent.Limits{MemoryBytes: m.v, SwapBytes: sw.v, CPUShares: sh.v, CPUMillicores: c.v, Pids: p.v, DiskBytes: d.v}
+	return func() api.Limits {
+		return api.Limits{MemoryBytes: m.v, SwapBytes: sw.v, CPUShares: sh.v, CPUMillicores: c.v, Pids: p.v, DiskBytes: d.v}
 	}
 }

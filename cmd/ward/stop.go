@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -21,7 +21,7 @@ func runStop(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		return usagef("want exactly one instance ID")
 	}
-	req := agent.StopRequest{ID: fs.Arg(0)}
+	req := api.StopRequest{ID: fs.Arg(0)}
 	if *timeout >= 0 {
 		ms := timeout.Milliseconds()
 		req.TimeoutMS = &ms
@@ -35,7 +35,7 @@ func runStop(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(b)
 		return err
 	}
-	var in agent.Instance
+	var in api.Instance
 	if err := json.Unmarshal(b, &in); err != nil {
 		return err
 	}

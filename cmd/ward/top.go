@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -82,11 +82,11 @@ func runTop(args []string, stdout, stderr io.Writer) error {
 
 // topFrame is what one screen of `ward top` shows.
 type topFrame struct {
-	Agent     string           // the socket the CLI talks to
-	Instances []agent.Instance // from the last list that succeeded
-	Err       error            // the last refresh failed: why
-	LastOK    time.Time        // when Instances were listed; zero: never
-	Interval  time.Duration    // live mode: the refresh period (0: a snapshot)
+	Agent     string         // the socket the CLI talks to
+	Instances []api.Instance // from the last list that succeeded
+	Err       error          // the last refresh failed: why
+	LastOK    time.Time      // when Instances were listed; zero: never
+	Interval  time.Duration  // live mode: the refresh period (0: a snapshot)
 }
 
 // renderTop lays out a frame for a width × height screen: a header line
@@ -124,7 +124,7 @@ func topHeader(f topFrame, key sortKey) string {
 	var mem uint64
 	var cpuKnown, memKnown bool
 	for _, in := range f.Instances {
-		if in.State == agent.StateRunning {
+		if in.State == api.StateRunning {
 			running++
 		}
 		if v := in.Usage.CPUPct; v != nil {
@@ -157,24 +157,24 @@ type topColumn struct {
 	right  bool
 	min    int
 	shrink int // 0: never; lower goes first
-	cell   func(*agent.Instance) string
+	cell   func(*api.Instance) string
 }
 
 var topColumns = []topColumn{
-	{title: "ID", min: 6, shrink: 2, cell: func(in *agent.Instance) string { return in.ID }},
-	{title: "NAME", min: 6, shrink: 1, cell: func(in *agent.Instance) string {
+	{title: "ID", min: 6, shrink: 2, cell: func(in *api.Instance) string { return in.ID }},
+	{title: "NAME", min: 6, shrink: 1, cell: func(in *api.Instance) string {
 		return in.Name + "/" + strconv.Itoa(in.Index)
 	}},
-	{title: "STATE", cell: func(in *agent.Instance) string { return string(in.State) }},
-	{title: "CPU%", right: true, cell: func(in *agent.Instance) string { return optPct(in.Usage.CPUPct) }},
-	{title: "MEM/LIMIT", right: true, cell: func(in *agent.Instance) string {
+	{title: "STATE", cell: func(in *api.Instance) string { return string(in.State) }},
+	{title: "CPU%", right: true, cell: func(in *api.Instance) string { return optPct(in.Usage.CPUPct) }},
+	{title: "MEM/LIMIT", right: true, cell: func(in *api.Instance) string {
 		return ratio(in.Usage.MemoryBytes, in.Limits.MemoryBytes)
 	}},
-	{title: "DISK/LIMIT", right: true, cell: func(in *agent.Instance) string {
+	{title: "DISK/LIMIT", right: true, cell: func(in *api.Instance) string {
 		return ratio(in.Usage.DiskBytes, in.Limits.DiskBytes)
 	}},
-	{title: "PIDS", right: true, cell: func(in *agent.Instance) string { return optU(in.Usage.Pids) }},
-	{title: "HEALTH", cell: func(in *agent.Instance) string {
+	{title: "PIDS", right: true, cell: func(in *api.Instance) string { return optU(in.Usage.Pids) }},
+	{title: "HEALTH", cell: func(in *api.Instance) string {
 		if in.Health == nil {
 			return "-"
 		}
@@ -188,7 +188,7 @@ const colGap = 2
 // and one row per instance, fitted to width columns and rows lines (0:
 // unbounded). When rows cut the table short, its last line says how many
 // instances did not fit. The instances are not modified.
-func renderTable(instances []agent.Instance, key sortKey, width, rows int) []string {
+func renderTable(instances []api.Instance, key sortKey, width, rows int) []string {
 	if rows < 0 {
 		return nil
 	}
@@ -272,9 +272,9 @@ func fitWidths(widths []int, width int) {
 // sortInstances returns the instances ordered by key: cpu and mem highest
 // first with unknown figures last, name by name and index; ties by id, so
 // rows do not swap places between refreshes.
-func sortInstances(instances []agent.Instance, key sortKey) []agent.Instance {
+func sortInstances(instances []api.Instance, key sortKey) []api.Instance {
 	out := slices.Clone(instances)
-	slices.SortStableFunc(out, func(a, b agent.Instance) int {
+	slices.SortStableFunc(out, func(a, b api.Instance) int {
 		var c int
 		switch key {
 		case sortCPU:

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/localapi"
 )
 
@@ -178,7 +178,7 @@ func topLive(c *localapi.Client, opts topOptions, in, out *os.File) error {
 	// Lists run beside the loop, so keys and resizes are answered while
 	// the agent is slow; a tick while one is out starts no second one.
 	type listed struct {
-		l   *agent.List
+		l   *api.List
 		err error
 		at  time.Time
 	}

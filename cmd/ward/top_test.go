@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 )
 
 func f64(v float64) *float64 { return &v }
@@ -19,17 +19,17 @@ func u64(v uint64) *uint64   { return &v }
 func strp(s string) *string  { return &s }
 
 // fixture is an instance with the usage figures given; nil stays unknown.
-func fixture(id, name string, index int, state agent.State, cpu *float64, mem *uint64) agent.Instance {
-	return agent.Instance{
+func fixture(id, name string, index int, state api.State, cpu *float64, mem *uint64) api.Instance {
+	return api.Instance{
 		ID: id, Name: name, Index: index, State: state,
-		Limits: agent.Limits{MemoryBytes: i64(256 << 20), DiskBytes: i64(1 << 30)},
-		Usage:  agent.Usage{CPUPct: cpu, MemoryBytes: mem},
+		Limits: api.Limits{MemoryBytes: i64(256 << 20), DiskBytes: i64(1 << 30)},
+		Usage:  api.Usage{CPUPct: cpu, MemoryBytes: mem},
 	}
 }
 
 func i64(v int64) *int64 { return &v }
 
-func ids(ins []agent.Instance) []string {
+func ids(ins []api.Instance) []string {
 	var out []string
 	for _, in := range ins {
 		out = append(out, in.ID)
@@ -38,12 +38,12 @@ func ids(ins []agent.Instance) []string {
 }
 
 func TestSortInstances(t *testing.T) {
-	in := []agent.Instance{
-		fixture("e", "web", 1, agent.StateRunning, f64(5), u64(10<<20)),
-		fixture("a", "web", 0, agent.StateRunning, f64(50), u64(1<<20)),
-		fixture("d", "api", 0, agent.StateExited, nil, nil),
-		fixture("c", "web", 1, agent.StateRunning, f64(5), u64(10<<20)),
-		fixture("b", "db", 0, agent.StateStarting, nil, u64(300<<20)),
+	in := []api.Instance{
+		fixture("e", "web", 1, api.StateRunning, f64(5), u64(10<<20)),
+		fixture("a", "web", 0, api.StateRunning, f64(50), u64(1<<20)),
+		fixture("d", "api", 0, api.StateExited, nil, nil),
+		fixture("c", "web", 1, api.StateRunning, f64(5), u64(10<<20)),
+		fixture("b", "db", 0, api.StateStarting, nil, u64(300<<20)),
 	}
 	orig := slices.Clone(ids(in))
 	for _, tc := range []struct {
@@ -73,13 +73,13 @@ func TestSortInstances(t *testing.T) {
 }
 
 func TestRenderSnapshot(t *testing.T) {
-	healthy := fixture("4f1c2a9b7d3e", "shop-web", 0, agent.StateRunning, f64(12.34), u64(40<<20))
+	healthy := fixture("4f1c2a9b7d3e", "shop-web", 0, api.StateRunning, f64(12.34), u64(40<<20))
 	healthy.Usage.Pids, healthy.Usage.DiskBytes = u64(7), u64(3<<20)
 	healthy.Health = strp("healthy")
-	unlimited := fixture("0a", "batch", 12, agent.StateRunning, f64(100), nil)
-	unlimited.Limits = agent.Limits{} // no memory limit, no quota
-	ended := fixture("77", "old", 1, agent.StateOOMKilled, nil, nil)
-	f := topFrame{Agent: "/run/ward/ward.sock", Instances: []agent.Instance{healthy, ended, unlimited}}
+	unlimited := fixture("0a", "batch", 12, api.StateRunning, f64(100), nil)
+	unlimited.Limits = api.Limits{} // no memory limit, no quota
+	ended := fixture("77", "old", 1, api.StateOOMKilled, nil, nil)
+	f := topFrame{Agent: "/run/ward/ward.sock", Instances: []api.Instance{healthy, ended, unlimited}}
 
 	got := renderTop(f, sortCPU, 0, 0)
 	want := []string{
@@ -95,15 +95,15 @@ func TestRenderSnapshot(t *testing.T) {
 }
 
 func TestRenderHeaderTotals(t *testing.T) {
-	f := topFrame{Agent: "s", Instances: []agent.Instance{
-		fixture("a", "x", 0, agent.StateStopped, nil, nil),
+	f := topFrame{Agent: "s", Instances: []api.Instance{
+		fixture("a", "x", 0, api.StateStopped, nil, nil),
 	}}
 	if got, want := renderTop(f, sortMem, 0, 0)[0], "agent s  0 running of 1  cpu -  mem -  sort mem"; got != want {
 		t.Errorf("header with nothing known: %q, want %q", got, want)
 	}
 	f.Instances = append(f.Instances,
-		fixture("b", "x", 1, agent.StateRunning, f64(0.25), u64(1<<30)),
-		fixture("c", "x", 2, agent.StateRunning, f64(0.5), u64(512<<20)))
+		fixture("b", "x", 1, api.StateRunning, f64(0.25), u64(1<<30)),
+		fixture("c", "x", 2, api.StateRunning, f64(0.5), u64(512<<20)))
 	f.Interval = time.Second
 	if got, want := renderTop(f, sortName, 0, 0)[0], "agent s  2 running of 3  cpu 0.8%  mem 1.5G  sort name  keys: c m n q"; got != want {
 		t.Errorf("header: %q, want %q", got, want)
@@ -114,7 +114,7 @@ func TestRenderErrorLineKeepsLastTable(t *testing.T) {
 	at := time.Date(2026, 1, 2, 15, 4, 5, 0, time.Local)
 	f := topFrame{
 		Agent:     "/s",
-		Instances: []agent.Instance{fixture("a", "web", 0, agent.StateRunning, f64(1), u64(1))},
+		Instances: []api.Instance{fixture("a", "web", 0, api.StateRunning, f64(1), u64(1))},
 		Err:       errors.New("cannot reach the agent at /s: connection refused"),
 		LastOK:    at,
 		Interval:  2 * time.Second,
@@ -138,10 +138,10 @@ func TestRenderErrorLineKeepsLastTable(t *testing.T) {
 	}
 }
 
-func manyInstances(n int) []agent.Instance {
-	var out []agent.Instance
+func manyInstances(n int) []api.Instance {
+	var out []api.Instance
 	for i := range n {
-		out = append(out, fixture(fmt.Sprintf("id%02d", i), "app", i, agent.StateRunning, f64(float64(i)), u64(uint64(i)<<20)))
+		out = append(out, fixture(fmt.Sprintf("id%02d", i), "app", i, api.StateRunning, f64(float64(i)), u64(uint64(i)<<20)))
 	}
 	return out
 }
@@ -180,8 +180,8 @@ func TestRenderFitsHeight(t *testing.T) {
 }
 
 func TestRenderFitsWidth(t *testing.T) {
-	long := fixture("4f1c2a9b7d3e", "a-very-long-application-name", 3, agent.StateRunning, f64(1), u64(1<<20))
-	f := topFrame{Agent: "/run/ward/ward.sock", Instances: []agent.Instance{long}}
+	long := fixture("4f1c2a9b7d3e", "a-very-long-application-name", 3, api.StateRunning, f64(1), u64(1<<20))
+	f := topFrame{Agent: "/run/ward/ward.sock", Instances: []api.Instance{long}}
 	full := renderTop(f, sortCPU, 0, 0)
 	fullW := utf8.RuneCountInString(full[1]) // the title row: no cell is blank-trimmed
 
@@ -214,9 +214,9 @@ func TestRenderFitsWidth(t *testing.T) {
 }
 
 func TestRenderSanitizes(t *testing.T) {
-	in := fixture("a", "web", 0, agent.StateRunning, nil, nil)
+	in := fixture("a", "web", 0, api.StateRunning, nil, nil)
 	in.Health = strp("bad\x1b[2J\nnews")
-	got := renderTop(topFrame{Agent: "/s", Instances: []agent.Instance{in}}, sortCPU, 0, 0)
+	got := renderTop(topFrame{Agent: "/s", Instances: []api.Instance{in}}, sortCPU, 0, 0)
 	for _, l := range got {
 		if strings.ContainsAny(l, "\x1b\n") {
 			t.Errorf("control character reaches the terminal: %q", l)

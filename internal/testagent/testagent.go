@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/agent"
+	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/leakcheck"
 	"github.com/hostward/ward/internal/testroot"
@@ -59,7 +60,7 @@ func New(t testing.TB, cfg *config.Config) *agent.Agent {
 		zero := int64(0)
 		for _, in := range l.Instances {
 			if !in.State.Terminal() {
-				a.Stop(context.Background(), agent.StopRequest{ID: in.ID, TimeoutMS: &zero})
+				a.Stop(context.Background(), api.StopRequest{ID: in.ID, TimeoutMS: &zero})
 			}
 		}
 		a.Close()

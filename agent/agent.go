@@ -42,6 +42,12 @@ type Options struct {
 	Passwd string
 	// Retention of terminal records (default DefaultRetention).
 	Retention time.Duration
+	// Counters are told what the agent does, for its metrics (nil: none).
+	Counters Counters
+	// Routes is where running instances' routes are announced (nil:
+	// nowhere). Instances re-adopted at startup are announced there
+	// before New returns.
+	Routes RouteSink
 }
 
 // Agent runs the instances of one host. Its methods are the API both
@@ -70,12 +76,21 @@ type Agent struct {
 	oomLatency func(time.Duration)
 	lockFile   *os.File
 	parentLock *os.File
+	// steps are the per-instance resources, in creation order (see
+	// resource).
+	steps []step
 
+	// Lock order: an instance's opMu, then a.mu, then an instance's mu;
+	// the outbox's lock is taken under any of them and takes none.
 	mu        sync.Mutex
 	instances map[string]*instance
-	unowned   map[string]int // "cg:<name>" / "dir:<id>" → consecutive scans seen without an owner
+	unowned   map[string]int // leak key → consecutive scans seen without an owner
 
-	wg sync.WaitGroup // exit watchers
+	// closing is closed by Close: the goroutines below (exit watchers, OOM
+	// kills) end and are waited for.
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 // instance is one instance in memory. opMu serializes lifecycle operations
@@ -95,12 +110,13 @@ type instance struct {
 	cpu     cpuTracker
 	oomKill bool      // the agent killed the instance because it ran out of memory
 	oomAt   time.Time // when the kernel's OOM notification was read
-	// announced sends the started event of a start not yet recorded
-	// running (see create); nil otherwise. Guarded by opMu.
-	announced func()
-	// endAnnounced: this agent has emitted the instance's terminal event
-	// (see finish). Guarded by opMu.
-	endAnnounced bool
+	// Guarded by opMu: the log files between the directory's creation and
+	// the spawn (see instanceDir), the stop's grace period for SIGTERM
+	// (see processes.release), and whether the instance's resources are
+	// being released to undo its start.
+	logs        []*os.File
+	grace       time.Duration
+	rollingBack bool
 	// seenKills is the OOM counter as the watcher last reported it.
 	seenKills uint64
 	// diskUsage reads the instance's quota usage for the sampler; made
@@ -129,6 +145,7 @@ func New(opts Options) (*Agent, error) {
 		log:       log,
 		events:    NewBroker(),
 		retention: opts.Retention,
+		closing:   make(chan struct{}),
 		instances: make(map[string]*instance),
 		unowned:   make(map[string]int),
 		uids:      acl.NewUIDPool(cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.Group, uint32(cfg.Users.GID)),
@@ -147,6 +164,9 @@ func New(opts Options) (*Agent, error) {
 	if a.retention == 0 {
 		a.retention = DefaultRetention
 	}
+	a.steps = a.defaultSteps()
+	a.counters.Store(&countersBox{opts.Counters})
+	a.routes.sink = opts.Routes
 	a.raiseFileLimit()
 	passwd := opts.Passwd
 	if passwd == "" {
@@ -283,15 +303,20 @@ func retryLocked(try func() error) error {
 	}
 }
 
-// Close releases the agent's lock. Instances keep running: a later agent
-// re-adopts them.
+// Close stops the agent's watchers, waits for the goroutines it started
+// and releases its locks. Instances keep running: a later agent re-adopts
+// them.
 func (a *Agent) Close() error {
+	a.closeOnce.Do(func() { close(a.closing) })
+	// The watchers first: no new event starts a goroutine of the agent's
+	// once it waits for them.
 	if a.oom != nil {
 		a.oom.Close()
 	}
 	if a.health != nil {
 		a.health.Close()
 	}
+	a.wg.Wait()
 	if a.sampler != nil {
 		a.sampler.Close()
 	}
@@ -323,7 +348,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer scan.Stop()
 	// Rotation touches files instances control; it runs apart so that
 	// nothing an instance does to its logs can hold up the leak scan.
-	go func() {
+	var rotation sync.WaitGroup
+	defer rotation.Wait()
+	rotation.Go(func() {
 		logs := time.NewTicker(logCheckInterval)
 		defer logs.Stop()
 		for {
@@ -334,7 +361,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.rotateLogs()
 			}
 		}
-	}()
+	})
 	for {
 		select {
 		case <-ctx.Done():

@@ -59,34 +59,15 @@ func (b *Broker) Publish(e api.Event) {
 // and hands it to local subscribers. The number comes from the outbox so it
 // survives restarts: a host's events are numbered 1, 2, 3... for life.
 func (a *Agent) publish(e api.Event) {
-	a.deliver(a.number(e, false))
+	a.deliver(a.number(e))
 }
 
-// announce is publish for an event whose change is not on record yet: it is
-// numbered and stored at once, so that no crash after the record is written
-// can lose it, but neither the bus nor a local subscriber sees it before
-// commit is called, once the record says it. An agent that dies in between
-// leaves the event stored for the next one's reconcile to answer (see
-// announcedStarts).
-func (a *Agent) announce(e api.Event) (commit func()) {
-	e = a.number(e, true)
-	return func() {
-		if e.Seq != 0 {
-			a.outbox.Release(e.Seq)
-		}
-		a.deliver(e)
-	}
-}
-
-// number stores e in the outbox, held back from the bus if held, and
-// returns it with its number (0 if it could not be stored).
-func (a *Agent) number(e api.Event, held bool) api.Event {
+// number stores e in the outbox and returns it with its number (0 if it
+// could not be stored). An event that announces a change of the record
+// goes through commit instead.
+func (a *Agent) number(e api.Event) api.Event {
 	e.Host = a.cfg.HostID
-	store := a.outbox.Append
-	if held {
-		store = a.outbox.AppendHeld
-	}
-	it, err := store(func(seq uint64) (string, []byte, error) {
+	it, err := a.outbox.Append(func(seq uint64) (string, []byte, error) {
 		e.Seq = seq
 		b, err := json.Marshal(e)
 		return api.EventSubject(e.Host, e.Kind), b, err
@@ -107,33 +88,10 @@ func (a *Agent) deliver(e api.Event) {
 }
 
 // event is a new event of kind about in, as of now. Caller holds in.mu.
-func (in *instance) event(kind string) api.Event {
-	return api.Event{Time: time.Now().UTC(), ID: in.id, Name: in.name, Index: in.index, Kind: kind, State: in.rec.State}
-}
+func (in *instance) event(kind string) api.Event { return in.rec.event(kind) }
 
-func (a *Agent) emit(in *instance, kind, reason string, exitCode *int) {
-	in.mu.Lock()
-	e := in.event(kind)
-	e.Reason, e.ExitCode = reason, exitCode
-	if in.rec.State.Terminal() {
-		e.MemoryPeakBytes = in.rec.MemoryPeak
-		e.OOMKills = in.rec.OOMKills
-		e.StderrTail = in.rec.StderrTail
-	}
-	in.mu.Unlock()
-	a.publish(e)
-}
-
-func (a *Agent) emitLimits(in *instance, l api.Limits) {
-	in.mu.Lock()
-	e := in.limitsEvent(l)
-	in.mu.Unlock()
-	a.publish(e)
-}
-
-// limitsEvent is the limit_changed event for limits l. Caller holds in.mu.
-func (in *instance) limitsEvent(l api.Limits) api.Event {
-	e := in.event(api.EventLimitChanged)
-	e.Limits = &l
-	return e
+// event is a new event of kind about rec's instance, in rec's state, as of
+// now.
+func (rec *record) event(kind string) api.Event {
+	return api.Event{Time: time.Now().UTC(), ID: rec.Spec.ID, Name: rec.Spec.Name, Index: rec.Spec.Index, Kind: kind, State: rec.State}
 }

@@ -47,6 +47,9 @@ func (a *Agent) onHealthChange(id string, from, to health.Status, reason string)
 // healthOf is the instance's health for its JSON: null when it is not
 // checked (no check asked for, or not running).
 func (a *Agent) healthOf(id string) *string {
+	if a.health == nil {
+		return nil
+	}
 	st, ok := a.health.Status(id)
 	if !ok {
 		return nil

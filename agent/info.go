@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/cgroup"
 )
 
 // Info returns everything known about one instance.
@@ -29,17 +30,24 @@ func (a *Agent) List(ctx context.Context) (*api.List, error) {
 	return out, nil
 }
 
-// snapshot renders an instance; with usage it also reads its cgroup.
+// snapshot renders an instance; with usage it also reads what the
+// instance uses. in.mu is held only to copy the record: the reads of the
+// cgroup and the quota, which can be slow, happen outside it, so that a
+// slow read never holds up the instance's own lifecycle.
 func (a *Agent) snapshot(in *instance, usage bool) *api.Instance {
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	rec := &in.rec
+	rec, g := in.rec, in.group
+	in.mu.Unlock()
+	cgroupPath := rec.Cgroup
+	if a.cg != nil {
+		cgroupPath = a.cg.Path(rec.Cgroup)
+	}
 	inst := &api.Instance{
 		ID:              rec.Spec.ID,
 		Name:            rec.Spec.Name,
 		Index:           rec.Spec.Index,
 		State:           rec.State,
-		Cgroup:          a.cg.Path(rec.Cgroup),
+		Cgroup:          cgroupPath,
 		Dir:             rec.Dir,
 		Command:         rec.Spec.Command,
 		Routes:          rec.Spec.Routes,
@@ -67,29 +75,38 @@ func (a *Agent) snapshot(in *instance, usage bool) *api.Instance {
 			inst.Port = intp(rec.Port)
 		}
 	}
-	if usage && rec.State == api.StateRunning && in.group != nil {
-		// The reporter's latest sample costs nothing to read; an instance
-		// younger than it is read from its cgroup.
-		if smp, ok := a.sampler.Lookup(rec.Spec.ID); ok {
-			mem, pids := smp.MemBytes, smp.Pids
-			inst.Usage.MemoryBytes, inst.Usage.Pids, inst.Usage.CPUPct = &mem, &pids, smp.CPUPct
-			if smp.DiskBytes != nil && *smp.DiskBytes >= 0 {
-				disk := uint64(*smp.DiskBytes)
-				inst.Usage.DiskBytes = &disk
-			}
-			return inst
-		}
-		if st, err := in.group.Stats(); err == nil {
-			inst.Usage.MemoryBytes = &st.MemoryUsage
-			inst.Usage.Pids = &st.Pids
-			inst.Usage.CPUPct = in.cpu.pct(st.CPUUsage, time.Now(), rec.StartedAt)
-		}
-		if n, err := a.quota.Usage(a.quotaTarget(rec)); err == nil && n >= 0 {
-			disk := uint64(n)
-			inst.Usage.DiskBytes = &disk
-		}
+	if usage && rec.State == api.StateRunning && g != nil {
+		a.readUsage(in, &rec, g, &inst.Usage)
 	}
 	return inst
+}
+
+// readUsage fills u with what in uses now. The reporter's latest sample
+// costs nothing to read; an instance younger than it is read from its
+// cgroup and quota.
+func (a *Agent) readUsage(in *instance, rec *record, g *cgroup.Group, u *api.Usage) {
+	if a.sampler != nil {
+		if smp, ok := a.sampler.Lookup(rec.Spec.ID); ok {
+			mem, pids := smp.MemBytes, smp.Pids
+			u.MemoryBytes, u.Pids, u.CPUPct = &mem, &pids, smp.CPUPct
+			if smp.DiskBytes != nil && *smp.DiskBytes >= 0 {
+				disk := uint64(*smp.DiskBytes)
+				u.DiskBytes = &disk
+			}
+			return
+		}
+	}
+	if st, err := g.Stats(); err == nil {
+		u.MemoryBytes = &st.MemoryUsage
+		u.Pids = &st.Pids
+		in.mu.Lock()
+		u.CPUPct = in.cpu.pct(st.CPUUsage, time.Now(), rec.StartedAt)
+		in.mu.Unlock()
+	}
+	if n, err := a.quota.Usage(a.quotaTarget(*rec)); err == nil && n >= 0 {
+		disk := uint64(n)
+		u.DiskBytes = &disk
+	}
 }
 
 func intp(v int) *int { return &v }

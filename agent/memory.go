@@ -43,11 +43,7 @@ func (a *Agent) onMemoryEvent(ev oom.Event) {
 		in.seenKills = max(in.seenKills, ev.OOMKills)
 		in.mu.Unlock()
 		a.count(func(c Counters) { c.AddOOMKills(rise) })
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			a.handleOOM(in, ev)
-		}()
+		a.wg.Go(func() { a.handleOOM(in, ev) })
 	case oom.Pressure:
 		in, err := a.lookup(ev.Key)
 		if err != nil {
@@ -106,24 +102,19 @@ func (a *Agent) handleOOM(in *instance, ev oom.Event) {
 }
 
 // notifyOOM records that the instance has had kills OOM kills, all of them
-// now reported, and says so in an oom_killed event with state running.
-// Caller holds in.opMu.
+// now reported, and says so in an oom_killed event with state running —
+// in one commit, so that a restart neither reports these kills again nor,
+// under a policy changed to kill, ends the instance for them, nor loses
+// the notice. Caller holds in.opMu.
 func (a *Agent) notifyOOM(in *instance, kills uint64, when string) {
-	in.mu.Lock()
-	in.rec.OOMKills = kills
-	limit := *in.rec.Limits.MemoryBytes
-	in.mu.Unlock()
-	// Saved, so that a restart neither reports these kills again nor,
-	// under a policy changed to kill, ends the instance for them.
-	if err := a.store.save(&in.rec); err != nil {
-		a.log.Error("oom: record", "id", in.id, "err", err)
-	}
-	reason := oomReason(endFacts{oomKills: kills, limit: limit}) + when + "; the kernel killed a task, oom.policy notify leaves the instance running"
-	in.mu.Lock()
-	e := in.event(api.EventOOMKilled)
+	next := in.record()
+	next.OOMKills = kills
+	reason := oomReason(endFacts{oomKills: kills, limit: *next.Limits.MemoryBytes}) + when + "; the kernel killed a task, oom.policy notify leaves the instance running"
+	e := next.event(api.EventOOMKilled)
 	e.Reason, e.OOMKills = reason, kills
-	in.mu.Unlock()
-	a.publish(e)
+	if err := a.commit(in, next, &e, ""); err != nil {
+		a.log.Error("oom: notice not recorded", "id", in.id, "err", err)
+	}
 }
 
 func (a *Agent) emitPressure(in *instance, level string) {

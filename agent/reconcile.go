@@ -1,28 +1,29 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"reflect"
-	"strings"
+	"log/slog"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/api"
-	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
-	"github.com/hostward/ward/oom"
 	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
 )
 
 // reconcile makes the host match the records, once, before the agent serves
-// anything: see recover for each record, then everything under the cgroup
-// parent and the instances directory that no record owns is removed.
+// anything: see recover for each record, then everything on the host that
+// no record owns is removed (see scanLeaks).
+//
+// The records alone say what happened: each names the event that
+// announced its latest change (record.Announced), and a number above the
+// outbox's last was never stored — the agent died between the two writes
+// of a commit — so it is announced now. The outbox's last number is read
+// before anything is appended.
 func (a *Agent) reconcile() error {
 	boot, err := bootTime()
 	if err != nil {
@@ -33,31 +34,35 @@ func (a *Agent) reconcile() error {
 		a.log.Warn("reconcile: set aside a record torn by a power loss", "record", t)
 	}
 	if err != nil {
-		// Guessing about an unreadable record could kill a live instance
-		// (its cgroup would look unowned) or leak one: an operator decides.
-		return fmt.Errorf("%w; move the file aside to start without it", err)
+		// Guessing about an unreadable record — or one of a newer agent:
+		// a version or a state this one does not know — could kill a
+		// live instance (its cgroup would look unowned) or leak one: an
+		// operator decides.
+		return fmt.Errorf("%w; run the agent that wrote it, or move the file aside to start without it", err)
 	}
-	announced := a.announcedStarts(recs)
+	stored := a.outbox.Last()
 	for _, rec := range recs {
-		if err := a.recover(rec, announced[rec.Spec.ID]); err != nil {
+		if err := a.recover(rec, stored); err != nil {
 			return err
 		}
 	}
-	a.correctAnnouncedLimits()
 	a.scanLeaks(true)
 	a.prune()
 	return nil
 }
 
 // recover brings one record's instance back under management:
-//   - starting: the start was never acknowledged; it is rolled back, and
-//     if its started event is stored (announced), its end follows it.
-//   - running: the process is re-adopted if it still lives (same pid, same
-//     start time); otherwise it ended while the agent was down — exited,
-//     status unknown — and the rest of the instance is released.
+//   - starting: the start was never recorded running, nor announced; it is
+//     rolled back.
+//   - running: the instance is re-adopted if its process still lives (same
+//     pid, same start time) in its cgroup; otherwise it ended while the
+//     agent was down and the rest of it is released.
 //   - stopping: the stop is finished.
-//   - terminal, not yet released: the release is finished.
-func (a *Agent) recover(rec *record, announced bool) error {
+//   - ended, not yet released: the release is finished.
+//
+// Before any of it, an announcement the record names but the outbox never
+// stored (its number is above stored) goes out.
+func (a *Agent) recover(rec *record, stored uint64) error {
 	in := &instance{id: rec.Spec.ID, name: rec.Spec.Name, index: rec.Spec.Index, rec: *rec}
 	log := a.log.With("id", in.id)
 	if !rec.Released {
@@ -76,255 +81,180 @@ func (a *Agent) recover(rec *record, announced bool) error {
 			}
 		}
 	}
+	// recover runs before anything is served, but its watchers may act on
+	// the instance as soon as they are started.
+	in.opMu.Lock()
+	defer in.opMu.Unlock()
 	if rec.State == api.StateStarting {
-		log.Info("reconcile: rolling back an unfinished start", "announced", announced)
-		if announced {
-			// Its end is stored before the record goes (see
-			// endAnnouncedStart).
-			a.endAnnouncedStart(in)
+		log.Info("reconcile: rolling back an unfinished start")
+		if rec.Version < 2 {
+			// A version 1 record cannot say whether its start was
+			// announced. An end nobody waits for costs a subscriber
+			// nothing; a start without one leaves it waiting for ever.
+			e := rec.event(api.EventStopped)
+			e.State = api.StateStopped
+			e.Reason = "start rolled back: it was never recorded running"
+			a.publish(e)
 		}
-		a.rollbackStart(in, true)
+		a.rollback(in, len(a.steps))
 		return nil
 	}
 	a.mu.Lock()
 	a.instances[in.id] = in
 	a.mu.Unlock()
+	a.announceUnstored(in, stored)
 	if rec.Released {
 		return nil
 	}
-	g, err := a.cg.Load(rec.Cgroup)
-	if err != nil && !errors.Is(err, cgroup.ErrNotExist) {
-		return fmt.Errorf("record %s: %w", in.id, err)
-	}
-	in.group = g
-
 	switch rec.State {
 	case api.StateRunning:
-		p, err := spawn.Adopt(rec.PID, rec.StartTime)
-		if err == nil && g != nil {
-			in.proc = p
-			// A limit change that reached the kernel but not the record was
-			// never acknowledged: the record wins.
-			if err := g.Update(resources(rec.Limits)); err != nil {
-				log.Warn("reconcile: re-applying limits", "err", err)
-			}
-			// So does its disk limit.
-			if err := a.quota.SetLimit(a.quotaTarget(rec), *rec.Limits.DiskBytes); err != nil {
-				log.Warn("reconcile: re-applying the disk limit", "err", err)
-			}
-			kills, err := oom.OOMKills(a.cg.Mode(), g.MemoryDir())
-			if err != nil {
-				log.Warn("reconcile: reading the OOM counter", "err", err)
-			}
-			switch {
-			case kills > rec.OOMKills && a.policyKill():
-				// Under policy kill an OOM ends the instance: this one
-				// came while nobody watched.
-				log.Warn("reconcile: instance ran out of memory while the agent was down: killing it", "oom_kills", kills)
-				in.oomKill, in.oomAt = true, time.Now()
-				if err := g.KillAll(); err != nil {
-					log.Error("reconcile: oom kill", "err", err)
-				}
-			case kills > rec.OOMKills:
-				a.notifyOOM(in, kills, " (while the agent was down)")
-				fallthrough
-			default:
-				if err := a.watchMemory(in, g.MemoryDir(), kills); err != nil {
-					log.Error("reconcile: OOM watch; this instance's OOMs will be seen only when it ends", "err", err)
-				}
-			}
-			a.watch(in)
-			if !in.oomKill {
-				a.checkHealth(in)
-			}
-			log.Info("reconcile: re-adopted", "pid", rec.PID)
-			return nil
-		}
-		if err == nil {
-			// Alive but its cgroup is gone: it and whatever it forked run
-			// unconfined. Not ours to leave like that, nor to hand the uid
-			// on to.
-			p.Signal(unix.SIGKILL)
-			acl.KillUID(rec.UID)
-			return a.recoverFinish(in, api.StateCrashed, "cgroup vanished while the agent was down; main process killed")
-		}
-		if !errors.Is(err, spawn.ErrGone) {
-			return fmt.Errorf("record %s: %w", in.id, err)
-		}
-		// Its cgroup's OOM counter still says whether memory ended it.
-		f := a.facts(in)
-		state, reason := classifyEnd(spawn.Exit{}, f, false, a.policyKill())
-		if state == api.StateExited {
-			reason = "main process exited while the agent was down; exit status unknown"
-		} else {
-			reason += " (while the agent was down)"
-		}
-		a.noteEnd(in, f, state)
-		return a.recoverFinish(in, state, reason)
+		return a.recoverRunning(in, log)
 	case api.StateStopping:
-		a.terminate(in, 0)
-		return a.recoverFinish(in, api.StateStopped, "stopped by request")
+		log.Info("reconcile: finishing a stop")
+		if err := a.finish(in, func() { a.decideStopped(in) }); err != nil {
+			log.Error("reconcile: release", "err", err)
+		}
+		return nil
 	}
 	log.Info("reconcile: finishing release", "state", rec.State)
-	if err := a.finish(in, rec.State, "", false); err != nil {
+	if err := a.finish(in, nil); err != nil {
 		log.Error("reconcile: release", "err", err)
 	}
 	return nil
 }
 
-// announcedStarts finds the starts among recs whose started event is in
-// the outbox although their record never said running: the agent died
-// between storing the event and recording the start (see create). Nothing
-// of the outbox has been sent since — this runs before any publisher — so
-// the event has not gone out yet, and it is answered with the end of the
-// start it announces. Cheap when no record is starting: nothing is read.
-//
-// A started event followed by an end of the same id belongs to an earlier
-// instance under that id, already answered; the order of the outbox tells,
-// not the events' times, which a wall-clock step could put out of order.
-func (a *Agent) announcedStarts(recs []*record) map[string]bool {
-	starting := map[string]bool{}
-	for _, rec := range recs {
-		if rec.State == api.StateStarting {
-			starting[rec.Spec.ID] = true
-		}
+// announceUnstored announces what in's record says was announced but the
+// outbox never stored, and says the limits in force where a version 1
+// record cannot tell (a limit change it announced may not have been
+// recorded). Caller holds in.opMu.
+func (a *Agent) announceUnstored(in *instance, stored uint64) {
+	rec := in.record()
+	var e *api.Event
+	switch {
+	case rec.Announced != nil && rec.Announced.Seq > stored:
+		again := *rec.Announced
+		e = &again
+	case rec.Version < 2 && rec.State == api.StateRunning && !rec.Released:
+		lc := rec.event(api.EventLimitChanged)
+		lc.Limits = &rec.Limits
+		e = &lc
+	default:
+		return
 	}
-	if len(starting) == 0 {
-		return nil
+	a.log.Info("reconcile: announcing what the last agent recorded but did not announce", "id", in.id, "kind", e.Kind)
+	if err := a.commit(in, rec, e, ""); err != nil {
+		a.log.Error("reconcile: announcement not stored", "id", in.id, "kind", e.Kind, "err", err)
 	}
-	announced := map[string]bool{}
-	for _, it := range a.outbox.Pending(a.outbox.Len()) {
-		var e api.Event
-		if json.Unmarshal(it.Data, &e) != nil || !starting[e.ID] {
-			continue
-		}
-		switch {
-		case e.Kind == api.EventStarted:
-			announced[e.ID] = true
-		case isEnd(e):
-			announced[e.ID] = false
-		}
-	}
-	return announced
 }
 
-// correctAnnouncedLimits answers the limit changes that were announced but
-// never recorded: the agent died between storing a limit_changed event and
-// writing the record (see Limit), and recover has put the kernel back to
-// the record's limits. Nothing of the outbox has been sent yet, so the
-// announcement still goes out; a limit_changed with the limits in force
-// follows it, so that the last word a subscriber gets is the truth. Only
-// the last limit_changed of the id's latest instance matters: any earlier
-// one was followed by a recorded change, and one before a started or an
-// end event was about an earlier instance under the id.
-func (a *Agent) correctAnnouncedLimits() {
-	last := map[string]*api.Limits{}
-	for _, it := range a.outbox.Pending(a.outbox.Len()) {
-		var e api.Event
-		if json.Unmarshal(it.Data, &e) != nil {
-			continue
-		}
+// recoverRunning re-adopts a running instance's resources, or finishes an
+// instance that ended while the agent was down. Caller holds in.opMu.
+func (a *Agent) recoverRunning(in *instance, log *slog.Logger) error {
+	rec := in.record()
+	var end func() error
+	err := a.adoptAll(in, func() bool {
+		g, p := in.cgroup(), in.process()
 		switch {
-		case e.Kind == api.EventLimitChanged && e.Limits != nil:
-			last[e.ID] = e.Limits
-		case e.Kind == api.EventStarted || isEnd(e):
-			delete(last, e.ID)
+		case g != nil && p != nil:
+			return true
+		case p != nil:
+			// Alive but its cgroup is gone: it and whatever it forked run
+			// unconfined. Not ours to leave like that, nor to hand the
+			// uid on to.
+			killUnconfined(p, rec.UID)
+			end = func() error {
+				return a.recoverEnd(in, api.StateCrashed, "cgroup vanished while the agent was down; main process killed")
+			}
+		default:
+			// Its cgroup's OOM counter still says whether memory ended it.
+			f := a.facts(in)
+			state, reason := classifyEnd(spawn.Exit{}, f, false, a.policyKill())
+			if state == api.StateExited {
+				reason = "main process exited while the agent was down; exit status unknown"
+			} else {
+				reason += " (while the agent was down)"
+			}
+			a.noteEnd(in, f, state)
+			end = func() error { return a.recoverEnd(in, state, reason) }
 		}
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("record %s: %w", in.id, err)
 	}
-	for id, l := range last {
-		a.mu.Lock()
-		in := a.instances[id]
-		a.mu.Unlock()
-		if in == nil {
-			continue
-		}
-		// recover has started the instance's watchers: an end that comes
-		// meanwhile takes opMu, and is announced after the correction.
-		in.opMu.Lock()
+	if end != nil {
+		return end()
+	}
+	// A limit change that reached the kernel but not the record was never
+	// acknowledged: the record wins.
+	if err := a.updateAll(in, rec.Limits); err != nil {
+		log.Warn("reconcile: re-applying the limits on record", "err", err)
+	}
+	in.mu.Lock()
+	kills := in.seenKills
+	in.mu.Unlock()
+	switch {
+	case kills > rec.OOMKills && a.policyKill():
+		// Under policy kill an OOM ends the instance: this one came while
+		// nobody watched. The exit watcher records the end.
+		log.Warn("reconcile: instance ran out of memory while the agent was down: killing it", "oom_kills", kills)
 		in.mu.Lock()
-		rec, running := in.rec.Limits, in.rec.State == api.StateRunning && !in.rec.Released
+		in.oomKill, in.oomAt = true, time.Now()
 		in.mu.Unlock()
-		if running && !reflect.DeepEqual(*l, rec) {
-			a.log.Info("reconcile: a limit change was announced but not recorded: announcing the limits in force", "id", id)
-			a.emitLimits(in, rec)
+		a.health.Remove(in.id)
+		a.unroute(in)
+		if err := in.cgroup().KillAll(); err != nil {
+			log.Error("reconcile: oom kill", "err", err)
 		}
-		in.opMu.Unlock()
+	case kills > rec.OOMKills:
+		a.notifyOOM(in, kills, " (while the agent was down)")
 	}
+	log.Info("reconcile: re-adopted", "pid", rec.PID)
+	return nil
 }
 
-// isEnd reports whether e announces an instance's end (an oom_killed
-// event under the notify policy leaves it running).
-func isEnd(e api.Event) bool {
-	switch e.Kind {
-	case api.EventStopped, api.EventExited, api.EventCrashed:
-		return true
-	case api.EventOOMKilled:
-		return e.State != api.StateRunning
-	}
-	return false
-}
-
-func (a *Agent) recoverFinish(in *instance, state api.State, reason string) error {
+// recoverEnd ends an instance found dead at reconcile and releases it.
+func (a *Agent) recoverEnd(in *instance, state api.State, reason string) error {
 	a.log.Info("reconcile: instance ended", "id", in.id, "state", state, "reason", reason)
-	if err := a.finish(in, state, reason, true); err != nil {
-		// Recorded as terminal already; the next scan or agent retries.
+	a.end(in, state, reason, true)
+	if err := a.finish(in, nil); err != nil {
+		// Recorded as ended already; the next scan or agent retries.
 		a.log.Error("reconcile: release", "id", in.id, "err", err)
 	}
 	return nil
 }
 
-// scanLeaks removes cgroups under the parent and directories under
-// instances/ that no record owns. At startup nothing is in flight, so they
-// go at once; later a thing must be seen unowned on two scans in a row, so
-// a start racing the scan is never mistaken for a leak.
+// scanLeaks removes what the resources find on the host that no record
+// owns (see resource.leaks). At startup nothing is in flight, so it goes
+// at once; later a thing must be seen unowned on two scans in a row, so a
+// start racing the scan is never mistaken for a leak.
 func (a *Agent) scanLeaks(startup bool) {
-	ownedCg := map[string]bool{}
-	ownedDir := map[string]bool{}
+	owned := ownership{cgroups: map[string]bool{}, ids: map[string]bool{}}
 	a.mu.Lock()
 	for _, in := range a.instances {
 		in.mu.Lock()
 		if !in.rec.Released {
-			ownedCg[in.rec.Cgroup] = true
-			ownedDir[in.id] = true
+			owned.cgroups[in.rec.Cgroup] = true
+			owned.ids[in.id] = true
 		}
 		in.mu.Unlock()
 	}
 	a.mu.Unlock()
 
 	seen := map[string]bool{}
-	names, err := a.cg.List()
-	if err != nil {
-		a.log.Warn("leak scan: list cgroups", "err", err)
-	}
-	for _, n := range names {
-		if ownedCg[n] {
-			continue
+	for _, s := range a.steps {
+		leaks, err := s.leaks(owned)
+		if err != nil {
+			a.log.Warn("leak scan", "resource", s.String(), "err", err)
 		}
-		key := "cg:" + n
-		seen[key] = true
-		if a.sightings(key, startup) {
-			a.log.Warn("leak scan: removing unowned cgroup", "cgroup", a.cg.Path(n))
-			if err := a.cg.Remove(n); err != nil {
-				a.log.Error("leak scan: remove cgroup", "cgroup", a.cg.Path(n), "err", err)
+		for _, l := range leaks {
+			seen[l.key] = true
+			if !a.sightings(l.key, startup) {
+				continue
 			}
-		}
-	}
-	ents, err := os.ReadDir(a.instDir)
-	if err != nil {
-		a.log.Warn("leak scan: list instance dirs", "err", err)
-	}
-	for _, e := range ents {
-		n := e.Name()
-		if ownedDir[n] || strings.HasPrefix(n, ".") {
-			continue
-		}
-		key := "dir:" + n
-		seen[key] = true
-		if a.sightings(key, startup) {
-			p := a.instDir + "/" + n
-			a.log.Warn("leak scan: removing unowned instance dir", "dir", p)
-			if err := a.removeLeakedDir(p); err != nil {
-				a.log.Error("leak scan: remove dir", "dir", p, "err", err)
+			a.log.Warn("leak scan: removing what no record owns", "what", l.what)
+			if err := l.remove(); err != nil {
+				a.log.Error("leak scan: remove", "what", l.what, "err", err)
 			}
 		}
 	}
@@ -404,13 +334,12 @@ func (a *Agent) retryReleases() {
 	for _, in := range a.all() {
 		in.mu.Lock()
 		stuck := in.rec.State.Terminal() && !in.rec.Released
-		state := in.rec.State
 		in.mu.Unlock()
 		if !stuck || !in.opMu.TryLock() {
 			continue
 		}
 		if !in.gone() {
-			if err := a.finish(in, state, "", false); err != nil {
+			if err := a.finish(in, nil); err != nil {
 				a.log.Warn("release retry", "id", in.id, "err", err)
 			}
 		}

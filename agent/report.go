@@ -31,7 +31,7 @@ func (a *Agent) reportInstances() []reporter.Instance {
 			ri.Started = *rec.StartedAt
 		}
 		if in.diskUsage == nil {
-			target := a.quotaTarget(rec)
+			target := a.quotaTarget(*rec)
 			in.diskUsage = func() (int64, bool) {
 				n, err := a.quota.Usage(target)
 				return n, err == nil

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -18,7 +19,8 @@ const killWait = 10 * time.Second
 
 // Stop ends an instance: SIGTERM to every process, up to timeout for them
 // to go, then SIGKILL to what is left; then everything the instance held is
-// released. Stopping a stopped instance returns it as it is.
+// released, in reverse (see releaseAll). Stopping a stopped instance
+// returns it as it is.
 func (a *Agent) Stop(ctx context.Context, req api.StopRequest) (_ *api.Instance, err error) {
 	defer func() { a.count(func(c Counters) { c.InstanceStop(result(err)) }) }()
 	if err := validateID("id", req.ID); err != nil {
@@ -40,55 +42,55 @@ func (a *Agent) Stop(ctx context.Context, req api.StopRequest) (_ *api.Instance,
 	if in.gone() {
 		return nil, notFound(req.ID)
 	}
+	if err := callerGone(ctx); err != nil {
+		return nil, err
+	}
 
-	in.mu.Lock()
-	state := in.rec.State
-	in.mu.Unlock()
-	if state.Terminal() {
+	rec := in.record()
+	if rec.State.Terminal() {
 		// Ended, but its release was interrupted: finish it.
-		if err := a.finish(in, state, "", false); err != nil {
+		if err := a.finish(in, nil); err != nil {
 			return nil, api.Internal(err)
 		}
 		return a.snapshot(in, false), nil
 	}
-	if err := a.setStopping(in, state); err != nil {
+	// The intent first: an agent that dies from here on leaves the stop
+	// for the next one to finish.
+	if err := rec.move(api.StateStopping); err != nil {
 		return nil, api.Internal(err)
 	}
-	// A stopping instance stops answering: that is no news, and routers
-	// must stop sending it requests first.
-	a.health.Remove(in.id)
-	a.unroute(in)
-	crashpoint("stop:recorded")
-	a.terminate(in, timeout)
-	// An OOM kill by the agent that this stop overtook (its exit watcher
-	// waits behind the stop) is still the instance's end.
-	in.mu.Lock()
-	killedForOOM := in.oomKill
-	in.mu.Unlock()
-	f := a.facts(in)
-	end, reason := api.StateStopped, "stopped by request"
-	if killedForOOM {
-		end, reason = api.StateOOMKilled, oomReason(f)
+	if err := a.store.saveIntent(&rec); err != nil {
+		return nil, api.Internal(err)
 	}
-	a.noteEnd(in, f, end)
-	crashpoint("stop:terminated")
-	// "stopping" is on record: a crash from here on is finished by the
-	// next agent as stopped, so the final state is written once, after
-	// the release — unless the end is an OOM kill, which the next agent
-	// could not know: announcing it and then "stopped" would contradict.
-	if err := a.finish(in, end, reason, end != api.StateStopped); err != nil {
+	in.setRecord(rec)
+	crashpoint("stop:recorded")
+	in.grace = timeout
+	if err := a.finish(in, func() { a.decideStopped(in) }); err != nil {
 		return nil, api.Internal(err)
 	}
 	return a.snapshot(in, false), nil
 }
 
-// terminate sends SIGTERM to every process and waits up to grace for the
-// group to empty, then kills whatever is left.
-func (a *Agent) terminate(in *instance, grace time.Duration) {
-	g := in.group
-	if g == nil {
-		return
+// decideStopped names the end of a stopped instance once its processes
+// are gone: stopped — or oom_killed, when the stop overtook an OOM kill
+// by the agent (its exit watcher waits behind the stop). "stopping" is on
+// record: a crash from here on is finished by the next agent as stopped,
+// so the end is written with the release — unless it is an OOM kill,
+// which the next agent could not know: that is recorded at once.
+func (a *Agent) decideStopped(in *instance) {
+	f := a.facts(in)
+	end, reason := api.StateStopped, "stopped by request"
+	if in.killedForOOM() {
+		end, reason = api.StateOOMKilled, oomReason(f)
 	}
+	a.noteEnd(in, f, end)
+	a.end(in, end, reason, end != api.StateStopped)
+	crashpoint("stop:terminated")
+}
+
+// terminate sends SIGTERM to every process in g and waits up to grace for
+// the group to empty, then kills whatever is left and waits for it to go.
+func (a *Agent) terminate(in *instance, g *cgroup.Group, grace time.Duration) error {
 	if grace > 0 {
 		if err := g.Signal(unix.SIGTERM); err != nil {
 			a.log.Warn("stop: SIGTERM", "id", in.id, "err", err)
@@ -104,28 +106,67 @@ func (a *Agent) terminate(in *instance, grace time.Duration) {
 			}
 		}
 		if g.WaitEmpty(ctx) == nil {
-			return
+			return nil
 		}
 	}
 	if err := g.KillAll(); err != nil {
-		a.log.Warn("stop: kill", "id", in.id, "err", err)
+		return err
 	}
+	// SIGKILL cannot be ignored: only a task stuck in the kernel outlasts
+	// this wait, and the group's removal then reports it.
+	ctx, cancel := context.WithTimeout(context.Background(), killWait)
+	defer cancel()
+	if err := g.WaitEmpty(ctx); err != nil {
+		return fmt.Errorf("processes left after SIGKILL: %w", err)
+	}
+	return nil
 }
 
-// finish moves an instance to a terminal state, releases what it held and
-// announces its end. With recordFirst the terminal state (and exit status)
-// is written before the release, so a crash mid-release loses nothing the
-// agent knew; a stop needs no such write, its "stopping" record already
-// says what to finish.
-//
-// The end is announced after the release and before the record says
-// "released": a released record has always been announced, and an agent
-// that dies before that write finds the release unfinished and announces
-// the end again (at least once, never lost).
-func (a *Agent) finish(in *instance, state api.State, reason string, recordFirst bool) error {
+// finish releases everything an instance holds, in reverse, and
+// announces its end with the record that says it is released. decide,
+// when the instance has not ended yet (a stop), names its end once its
+// processes are gone. If a release fails, the end is recorded and
+// announced anyway — the instance is gone, only some of what it held is
+// not — and the release is retried later (retryReleases, or the next
+// agent). Caller holds in.opMu.
+func (a *Agent) finish(in *instance, decide func()) error {
+	if in.record().Released {
+		return nil
+	}
+	decided := false
+	err := a.releaseAll(in, func() {
+		if decide != nil && !in.record().State.Terminal() {
+			decide()
+		}
+		decided = true
+	})
+	if err == nil {
+		return nil
+	}
+	if !decided && decide != nil && !in.record().State.Terminal() {
+		decide()
+	}
+	rec := in.record()
+	if !rec.State.Terminal() {
+		return err
+	}
+	if cerr := a.commit(in, rec, a.endEvent(in, &rec), ""); cerr != nil {
+		a.log.Error("end not recorded", "id", in.id, "err", cerr)
+	}
+	return err
+}
+
+// end moves in to its terminal state, with the exit status of its main
+// process if known, and, with recordFirst, records it before the release
+// begins, so that a crash mid-release loses nothing the agent knew.
+func (a *Agent) end(in *instance, state api.State, reason string, recordFirst bool) {
 	in.mu.Lock()
 	rec := &in.rec
-	rec.State = state
+	if err := rec.move(state); err != nil {
+		in.mu.Unlock()
+		a.log.Error("instance end", "err", err)
+		return
+	}
 	if rec.ExitedAt == nil {
 		now := time.Now().UTC()
 		rec.ExitedAt = &now
@@ -133,50 +174,43 @@ func (a *Agent) finish(in *instance, state api.State, reason string, recordFirst
 	if in.proc != nil {
 		select {
 		case <-in.proc.Done():
-			a.setExit(rec, in.proc.Exited())
+			setExit(rec, in.proc.Exited())
 		default:
 		}
 	}
 	if reason != "" {
 		rec.Reason = reason
 	}
+	next := *rec
 	in.mu.Unlock()
 	if recordFirst {
-		if err := a.store.save(rec); err != nil {
-			a.announceEnd(in)
-			return err
+		if err := a.store.save(&next); err != nil {
+			a.log.Error("instance end: record", "id", in.id, "err", err)
 		}
 	}
-	err := a.release(in)
-	a.announceEnd(in)
-	if err != nil {
-		a.store.save(rec) // the terminal state at least; the release is retried
-		return err
-	}
-	if err := a.store.save(rec); err != nil {
-		return err
-	}
-	// Only now: a lease handed on before the record says "released" could
-	// end up held by two records after a crash.
-	a.releaseLeases(rec)
-	return nil
 }
 
-// announceEnd emits in's terminal event, once per agent: a release retried
-// after a failure does not announce the end again. Caller holds in.opMu.
-func (a *Agent) announceEnd(in *instance) {
-	if in.endAnnounced {
-		return
+// endEvent is the event announcing next's end, or nil when next is not
+// ended or its end was announced already (a release resumed).
+func (a *Agent) endEvent(in *instance, next *record) *api.Event {
+	if !next.State.Terminal() || endAnnounced(next) {
+		return nil
 	}
-	in.endAnnounced = true
-	in.mu.Lock()
-	state, reason, code := in.rec.State, in.rec.Reason, in.rec.ExitCode
-	in.mu.Unlock()
-	a.emit(in, eventKind(state), reason, code)
+	e := next.event(eventKind(next.State))
+	e.Reason, e.ExitCode = next.Reason, next.ExitCode
+	e.MemoryPeakBytes, e.OOMKills, e.StderrTail = next.MemoryPeak, next.OOMKills, next.StderrTail
+	return &e
+}
+
+// endAnnounced reports whether rec's end has been announced: its latest
+// announcement is of its terminal state. (An oom_killed notice under
+// policy notify says "running".)
+func endAnnounced(rec *record) bool {
+	return rec.State.Terminal() && rec.Announced != nil && rec.Announced.State == rec.State
 }
 
 // setExit records how the main process ended. Caller holds in.mu.
-func (a *Agent) setExit(rec *record, e spawn.Exit) {
+func setExit(rec *record, e spawn.Exit) {
 	if !e.Known {
 		return
 	}
@@ -188,95 +222,28 @@ func (a *Agent) setExit(rec *record, e spawn.Exit) {
 	rec.ExitCode = &c
 }
 
-// release frees everything a terminal instance holds: its processes,
-// cgroup, directory and leases, and marks the record released (the caller
-// saves it). It is idempotent and resumable.
-func (a *Agent) release(in *instance) error {
-	in.mu.Lock()
-	rec := &in.rec
-	done := rec.Released
-	in.mu.Unlock()
-	if done {
-		return nil
-	}
-	// The group goes: its notifications are of no more use, and an rmdir
-	// under a live registration would only be reported back as a removal.
-	a.unwatchMemory(in)
-	a.health.Remove(in.id)
-	a.unroute(in)
-	remove := func() error { return a.cg.Remove(rec.Cgroup) }
-	if g := in.group; g != nil {
-		remove = g.Remove
-	}
-	// The cgroup and the directory go side by side. A process still
-	// dying in the group can create a file while the directory is being
-	// removed; once the group is gone a second pass finds nothing new.
-	dirErr := make(chan error, 1)
-	target := a.quotaTarget(rec)
-	go func() { dirErr <- a.quota.Remove(target) }()
-	if err := remove(); err != nil {
-		<-dirErr
-		return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
-	}
-	crashpoint("release:cgroup")
-	if err := <-dirErr; err != nil {
-		if err := a.quota.Remove(target); err != nil {
-			return fmt.Errorf("release %s: %w", rec.Spec.ID, err)
-		}
-	}
-	crashpoint("release:dir")
-	if in.proc != nil {
-		select {
-		case <-in.proc.Done():
-		case <-time.After(killWait):
-			return fmt.Errorf("release %s: main process %d did not exit after SIGKILL", rec.Spec.ID, rec.PID)
-		}
-	}
-	in.mu.Lock()
-	rec.Released = true
-	in.group = nil
-	in.mu.Unlock()
-	return nil
-}
-
-// setStopping records the intent to stop (see store.saveIntent). If that
-// fails the instance stays as it was, so its exit is still watched.
-func (a *Agent) setStopping(in *instance, was api.State) error {
-	in.mu.Lock()
-	in.rec.State = api.StateStopping
-	in.mu.Unlock()
-	err := a.store.saveIntent(&in.rec)
-	if err != nil {
-		in.mu.Lock()
-		in.rec.State = was
-		in.mu.Unlock()
-	}
-	return err
-}
-
 // watch waits for the main process to end; an end nobody asked for makes
 // the instance exited or crashed, and the rest of it is killed and released.
 func (a *Agent) watch(in *instance) {
-	p := in.proc
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		<-p.Done()
+	p := in.process()
+	a.wg.Go(func() {
+		select {
+		case <-p.Done():
+		case <-a.closing:
+			return // the instance outlives this agent; the next one watches it
+		}
 		in.opMu.Lock()
 		defer in.opMu.Unlock()
-		in.mu.Lock()
-		state := in.rec.State
-		in.mu.Unlock()
-		if state != api.StateRunning {
-			return // a stop owns this exit
+		rec := in.record()
+		if in.gone() || rec.State != api.StateRunning {
+			return // a stop owns this exit, or the start was rolled back
 		}
-		in.mu.Lock()
-		killedForOOM := in.oomKill
-		in.mu.Unlock()
+		killedForOOM := in.killedForOOM()
 		f := a.facts(in)
 		state, reason := classifyEnd(p.Exited(), f, killedForOOM, a.policyKill())
 		a.noteEnd(in, f, state)
-		if err := a.finish(in, state, reason, true); err != nil {
+		a.end(in, state, reason, true)
+		if err := a.finish(in, nil); err != nil {
 			a.log.Error("instance exit: release", "id", in.id, "err", err)
 		}
 		a.log.Info("instance ended", "id", in.id, "state", state, "reason", reason)
@@ -286,7 +253,7 @@ func (a *Agent) watch(in *instance) {
 			in.mu.Unlock()
 			a.oomLatency(time.Since(at))
 		}
-	}()
+	})
 }
 
 // classifyExit names the state and reason of a main process's own end.

@@ -14,8 +14,16 @@ import (
 	"github.com/hostward/ward/atomicfile"
 )
 
-// recordVersion is bumped when record's meaning changes incompatibly.
-const recordVersion = 1
+// Record versions: this agent writes recordVersion and reads every
+// version from minRecordVersion up (see upgrade). A record of a version
+// outside that range, or in a state this agent does not know, was written
+// by a newer agent: reconcile refuses to start rather than guess, because
+// a guess could kill the instance or leak it.
+const (
+	minRecordVersion = 1
+	// 2: Announced, the event that announced the record's latest change.
+	recordVersion = 2
+)
 
 // record is the durable truth about one instance: what was asked, what the
 // agent holds for it, and how far its life has got. The uid and port leases
@@ -46,6 +54,13 @@ type record struct {
 	// Released is set once everything the instance held is gone; a terminal
 	// record without it is a release to finish.
 	Released bool `json:"released,omitempty"`
+	// Announced is the event, with its number, that announced the latest
+	// change this record states (see Agent.commit). It is written in the
+	// same step that stores the event, record first: a restarted agent
+	// that finds its number above the outbox's last one knows the event
+	// was never stored, and announces it then. nil: nothing announced yet
+	// (a start not yet running), or a version 1 record.
+	Announced *api.Event `json:"announced,omitempty"`
 }
 
 // store keeps one file per instance record under dir.
@@ -82,6 +97,19 @@ func (s *store) write(rec *record, sync bool) error {
 	}
 	if err := write(s.path(rec.Spec.ID), b, 0o600); err != nil {
 		return fmt.Errorf("record %s: %w", rec.Spec.ID, err)
+	}
+	return nil
+}
+
+// sync makes the record of id, written by saveIntent, durable.
+func (s *store) sync(id string) error {
+	f, err := os.Open(s.path(id))
+	if err != nil {
+		return fmt.Errorf("record %s: %w", id, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("record %s: sync: %w", id, err)
 	}
 	return nil
 }
@@ -140,11 +168,20 @@ func readRecord(p, name string) (*record, error) {
 	if err := json.Unmarshal(b, rec); err != nil {
 		return nil, fmt.Errorf("record %s: %w", name, err)
 	}
-	if rec.Version != recordVersion || rec.Spec.ID+".json" != name {
-		return nil, fmt.Errorf("record %s: version %d, id %q: not a record this agent understands", name, rec.Version, rec.Spec.ID)
+	if rec.Version < minRecordVersion || rec.Version > recordVersion {
+		return nil, fmt.Errorf("record %s: version %d, this agent reads %d to %d: %w", name, rec.Version, minRecordVersion, recordVersion, ErrRecordVersion)
+	}
+	if rec.Spec.ID+".json" != name {
+		return nil, fmt.Errorf("record %s: holds id %q: not a record this agent wrote", name, rec.Spec.ID)
+	}
+	if !knownState(rec.State) {
+		return nil, fmt.Errorf("record %s: %w %q", name, ErrUnknownState, rec.State)
 	}
 	return rec, nil
 }
+
+// ErrRecordVersion is a record of a version this agent cannot read.
+var ErrRecordVersion = errors.New("record version not understood")
 
 // bootTime is when this kernel booted (/proc/stat btime).
 func bootTime() (time.Time, error) {

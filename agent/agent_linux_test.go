@@ -78,7 +78,7 @@ func testConfig(t testing.TB) *config.Config {
 func removeParent(parent string) { leakcheck.RemoveParent(parent) }
 
 func stopAll(t testing.TB, a *Agent) {
-	l, _ := a.List(context.Background())
+	l, _ := a.List(context.Background(), api.ListRequest{})
 	for _, in := range l.Instances {
 		if !in.State.Terminal() {
 			zero := int64(0)

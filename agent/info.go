@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"github.com/hostward/ward/api"
@@ -20,10 +21,29 @@ func (a *Agent) Info(ctx context.Context, req api.InfoRequest) (*api.Instance, e
 	return a.snapshot(in, true), nil
 }
 
-// List returns every instance the agent knows, live and recently ended.
-func (a *Agent) List(ctx context.Context) (*api.List, error) {
+// List returns the instances the agent knows, live and recently ended, in
+// list order (name, index, id): those after req.After, at most req.Limit
+// of them. Only the page is rendered: a page of a big host costs what the
+// page holds, not what the host holds.
+func (a *Agent) List(ctx context.Context, req api.ListRequest) (*api.List, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	after, _ := api.ParseCursor(req.After)
 	ins := a.all()
-	out := &api.List{Instances: make([]api.Instance, 0, len(ins))}
+	if after != nil {
+		i := sort.Search(len(ins), func(i int) bool {
+			return after.Less(api.Cursor{Name: ins[i].name, Index: ins[i].index, ID: ins[i].id})
+		})
+		ins = ins[i:]
+	}
+	out := &api.List{}
+	if req.Limit > 0 && len(ins) > req.Limit {
+		ins = ins[:req.Limit]
+		last := ins[len(ins)-1]
+		out.Next = api.Cursor{Name: last.name, Index: last.index, ID: last.id}.String()
+	}
+	out.Instances = make([]api.Instance, 0, len(ins))
 	for _, in := range ins {
 		out.Instances = append(out.Instances, *a.snapshot(in, true))
 	}

@@ -441,3 +441,60 @@ func TestRecordsOfNewerAgentsRefused(t *testing.T) {
 		})
 	}
 }
+
+// A host's list can outgrow one bus message: it pages, and the pages
+// together are the list, each instance once, in order — even when the
+// instance a page ended on is forgotten before the next page is asked
+// for. Only the page is rendered.
+func TestListPages(t *testing.T) {
+	a, _ := newFakeAgent(t)
+	// Index 10 after index 9: the order is numeric, not textual.
+	for _, k := range []struct {
+		name  string
+		index int
+	}{{"a", 0}, {"a", 1}, {"a", 9}, {"a", 10}, {"b", 0}, {"b", 2}, {"c", 0}} {
+		id := fmt.Sprintf("%s%d", k.name, k.index)
+		in := &instance{id: id, name: k.name, index: k.index}
+		in.rec.Spec = api.Request{ID: id, Name: k.name, Index: k.index}
+		in.rec.State = api.StateStopped
+		a.instances[id] = in
+	}
+	list := func(req api.ListRequest) *api.List {
+		t.Helper()
+		l, err := a.List(context.Background(), req)
+		if err != nil {
+			t.Fatalf("list %+v: %v", req, err)
+		}
+		return l
+	}
+	for _, limit := range []int{0, 7, 100} {
+		if l := list(api.ListRequest{Limit: limit}); len(l.Instances) != 7 || l.Next != "" {
+			t.Fatalf("limit %d: %d instances, next %q", limit, len(l.Instances), l.Next)
+		}
+	}
+	var got []string
+	req := api.ListRequest{Limit: 3}
+	for pages := 0; ; pages++ {
+		l := list(req)
+		if pages > 3 || len(l.Instances) > 3 {
+			t.Fatalf("list %+v: %d instances, page %d", req, len(l.Instances), pages)
+		}
+		for _, in := range l.Instances {
+			got = append(got, in.ID)
+		}
+		if l.Next == "" {
+			break
+		}
+		if pages == 0 {
+			// The last instance of the first page goes away.
+			delete(a.instances, "a9")
+		}
+		req.After = l.Next
+	}
+	if fmt.Sprint(got) != "[a0 a1 a9 a10 b0 b2 c0]" {
+		t.Fatalf("pages gave %v", got)
+	}
+	if _, err := a.List(context.Background(), api.ListRequest{After: "nonsense"}); !errors.Is(err, api.ErrInvalidArgument) {
+		t.Fatalf("a bad position: %v", err)
+	}
+}

@@ -92,7 +92,7 @@ func TestBadInputNamesFieldAndCreatesNothing(t *testing.T) {
 			t.Errorf("%s: error names field %q: %v", c.field, f, err)
 		}
 	}
-	if l, _ := a.List(context.Background()); len(l.Instances) != 0 {
+	if l, _ := a.List(context.Background(), api.ListRequest{}); len(l.Instances) != 0 {
 		t.Fatalf("refused requests left %d instances", len(l.Instances))
 	}
 	checkNoLeaks(t, a.cfg)

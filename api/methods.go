@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -13,7 +12,7 @@ type API interface {
 	Stop(context.Context, StopRequest) (*Instance, error)
 	Limit(context.Context, LimitRequest) (*Instance, error)
 	Info(context.Context, InfoRequest) (*Instance, error)
-	List(context.Context) (*List, error)
+	List(context.Context, ListRequest) (*List, error)
 }
 
 // Method is one request of the API as a transport sees it: a name (the bus
@@ -63,47 +62,53 @@ var Methods = []Method{
 				return nil, err
 			}
 		}
-		after, err := parseCursor(req.After)
-		if err != nil {
+		if err := req.Validate(); err != nil {
 			return nil, err
 		}
-		if req.Limit < 0 {
-			return nil, invalid("limit", "must be 0 (no limit) or more, got %d", req.Limit)
-		}
-		l, err := api.List(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return page(l, after, req.Limit), nil
+		return api.List(ctx, req)
 	}},
 }
 
-// cursor is a position in a list: the sort key of the last instance of a
-// page.
-type cursor struct {
-	name  string
-	index int
-	id    string
+// Validate checks a list request: a limit of 0 or more, and an after that
+// is the next of an earlier reply.
+func (r ListRequest) Validate() error {
+	if r.Limit < 0 {
+		return invalid("limit", "must be 0 (no limit) or more, got %d", r.Limit)
+	}
+	_, err := ParseCursor(r.After)
+	return err
 }
 
-func (c cursor) String() string { return c.name + "/" + strconv.Itoa(c.index) + "/" + c.id }
-
-func (c cursor) less(o cursor) bool {
-	if c.name != o.name {
-		return c.name < o.name
-	}
-	if c.index != o.index {
-		return c.index < o.index
-	}
-	return c.id < o.id
+// Cursor is a position in a list: the sort key of the last instance of a
+// page. Lists are ordered by name, index (numerically) and id.
+type Cursor struct {
+	Name  string
+	Index int
+	ID    string
 }
 
-// parseCursor reads a List.Next; "" is the start of the list.
-func parseCursor(s string) (*cursor, error) {
+// CursorOf is the position of inst.
+func CursorOf(inst *Instance) Cursor { return Cursor{inst.Name, inst.Index, inst.ID} }
+
+func (c Cursor) String() string { return c.Name + "/" + strconv.Itoa(c.Index) + "/" + c.ID }
+
+// Less reports whether c comes before o in a list.
+func (c Cursor) Less(o Cursor) bool {
+	if c.Name != o.Name {
+		return c.Name < o.Name
+	}
+	if c.Index != o.Index {
+		return c.Index < o.Index
+	}
+	return c.ID < o.ID
+}
+
+// ParseCursor reads a List.Next; "" is the start of the list (nil).
+func ParseCursor(s string) (*Cursor, error) {
 	if s == "" {
 		return nil, nil
 	}
-	// Names and ids cannot hold '/' (see validateID).
+	// Names and ids cannot hold '/' (see the agent's validation).
 	parts := strings.Split(s, "/")
 	if len(parts) != 3 {
 		return nil, invalid("after", "not a list position (the next of an earlier reply): %q", s)
@@ -112,24 +117,5 @@ func parseCursor(s string) (*cursor, error) {
 	if err != nil || index < 0 {
 		return nil, invalid("after", "not a list position (the next of an earlier reply): %q", s)
 	}
-	return &cursor{name: parts[0], index: index, id: parts[2]}, nil
-}
-
-// page cuts l (in list order) to the instances after after, at most limit
-// of them (0: all).
-func page(l *List, after *cursor, limit int) *List {
-	all := l.Instances
-	if after != nil {
-		i := sort.Search(len(all), func(i int) bool {
-			return after.less(cursor{all[i].Name, all[i].Index, all[i].ID})
-		})
-		all = all[i:]
-	}
-	out := &List{Instances: all}
-	if limit > 0 && len(all) > limit {
-		out.Instances = all[:limit]
-		last := all[limit-1]
-		out.Next = cursor{last.Name, last.Index, last.ID}.String()
-	}
-	return out
+	return &Cursor{Name: parts[0], Index: index, ID: parts[2]}, nil
 }

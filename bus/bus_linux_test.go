@@ -175,7 +175,10 @@ func (s slowAPI) Info(context.Context, api.InfoRequest) (*api.Instance, error) {
 	s.wait()
 	return &api.Instance{}, nil
 }
-func (s slowAPI) List(context.Context) (*api.List, error) { s.wait(); return &api.List{}, nil }
+func (s slowAPI) List(context.Context, api.ListRequest) (*api.List, error) {
+	s.wait()
+	return &api.List{}, nil
+}
 
 func TestInFlightBound(t *testing.T) {
 	ns := runServer(t, nil)
@@ -265,11 +268,23 @@ type bigAPI struct {
 	n int
 }
 
-func (b bigAPI) List(context.Context) (*api.List, error) {
+func (b bigAPI) List(_ context.Context, req api.ListRequest) (*api.List, error) {
+	after, err := api.ParseCursor(req.After)
+	if err != nil {
+		return nil, err
+	}
 	l := &api.List{}
 	for i := 0; i < b.n; i++ {
-		l.Instances = append(l.Instances, api.Instance{ID: fmt.Sprintf("i%04d", i), Name: "big", Index: i, State: api.StateRunning,
-			Command: []string{"/bin/sleep", "100000"}, Cgroup: "/ward/big-" + strconv.Itoa(i), Dir: "/var/lib/ward/instances/i" + strconv.Itoa(i)})
+		in := api.Instance{ID: fmt.Sprintf("i%04d", i), Name: "big", Index: i, State: api.StateRunning,
+			Command: []string{"/bin/sleep", "100000"}, Cgroup: "/ward/big-" + strconv.Itoa(i), Dir: "/var/lib/ward/instances/i" + strconv.Itoa(i)}
+		if after != nil && !after.Less(api.CursorOf(&in)) {
+			continue
+		}
+		if req.Limit > 0 && len(l.Instances) == req.Limit {
+			l.Next = api.CursorOf(&l.Instances[len(l.Instances)-1]).String()
+			break
+		}
+		l.Instances = append(l.Instances, in)
 	}
 	return l, nil
 }

@@ -156,7 +156,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("shut down %d nodes, want 2", killed)
 	}
 	// Every instance exists once, stopped.
-	l, err := a.List(context.Background())
+	l, err := a.List(context.Background(), api.ListRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

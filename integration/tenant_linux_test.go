@@ -101,7 +101,7 @@ func (ty *tenancy) startReq(req api.Request, args ...string) *tenant {
 // answers fails t unless the agent lists every tenant started so far.
 func (ty *tenancy) answers() {
 	ty.t.Helper()
-	l, err := ty.a.List(context.Background())
+	l, err := ty.a.List(context.Background(), api.ListRequest{})
 	if err != nil {
 		ty.t.Fatalf("agent does not answer List: %v", err)
 	}

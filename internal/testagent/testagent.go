@@ -56,7 +56,7 @@ func New(t testing.TB, cfg *config.Config) *agent.Agent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		l, _ := a.List(context.Background())
+		l, _ := a.List(context.Background(), api.ListRequest{})
 		zero := int64(0)
 		for _, in := range l.Instances {
 			if !in.State.Terminal() {

@@ -1,0 +1,13 @@
+package agent
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package's tests if any goroutine outlives them: every
+// goroutine the agent starts is joined by Run or Close.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

@@ -498,3 +498,34 @@ func TestListPages(t *testing.T) {
 		t.Fatalf("a bad position: %v", err)
 	}
 }
+
+// A request whose caller is gone before the agent gets to it is not worked
+// on: nobody would read the answer. (One under way is finished.)
+func TestAbandonedRequestsAreNotBegun(t *testing.T) {
+	a, k := newFakeAgent(t)
+	if _, err := fakeStart(t, a, "x"); err != nil {
+		t.Fatal(err)
+	}
+	k.takeOps()
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	port := 0
+	if _, err := a.Start(gone, api.Request{ID: "y", Name: "app", Command: []string{"/bin/true"}, Port: &port}); !errors.Is(err, api.ErrUnavailable) {
+		t.Fatalf("start: %v, want unavailable", err)
+	}
+	if _, err := a.Limit(gone, api.LimitRequest{ID: "x", Limits: api.Limits{MemoryBytes: i64(96 << 20)}}); !errors.Is(err, api.ErrUnavailable) {
+		t.Fatalf("limit: %v, want unavailable", err)
+	}
+	if _, err := a.Stop(gone, api.StopRequest{ID: "x"}); !errors.Is(err, api.ErrUnavailable) {
+		t.Fatalf("stop: %v, want unavailable", err)
+	}
+	if ops := k.takeOps(); len(ops) != 0 {
+		t.Fatalf("abandoned requests did %v", ops)
+	}
+	if rec := diskRecord(t, a, "y"); rec != nil {
+		t.Fatalf("abandoned start left a record: %+v", rec)
+	}
+	if rec := diskRecord(t, a, "x"); rec.State != api.StateRunning || *rec.Limits.MemoryBytes != 64<<20 {
+		t.Fatalf("x after abandoned requests: %s, %d", rec.State, *rec.Limits.MemoryBytes)
+	}
+}

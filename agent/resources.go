@@ -362,13 +362,17 @@ func (r processes) release(in *instance) error {
 	g, p, rec := in.group, in.proc, in.rec
 	in.mu.Unlock()
 	if g == nil {
-		// A start rolled back after a crash: its processes, if any, are
-		// in the group its record names.
+		// A record recovered after a crash, its group not adopted (a start
+		// to roll back, a stop or a release to finish): the group its
+		// record names holds its processes, if any, and its counters.
 		lg, err := r.a.cg.Load(rec.Cgroup)
 		if err != nil && !errors.Is(err, cgroup.ErrNotExist) {
 			return err
 		}
 		g = lg
+		in.mu.Lock()
+		in.group = g
+		in.mu.Unlock()
 	}
 	if g != nil {
 		if err := r.a.terminate(in, g, in.grace); err != nil {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,12 +19,6 @@ import (
 // ErrGone reports that a process to adopt is no longer the one recorded: it
 // exited and was reaped, or its pid now belongs to another process.
 var ErrGone = errors.New("process is gone")
-
-func init() {
-	// See the package comment: keeps goroutines that move their thread into a
-	// v1 cgroup off the main thread, whose exit the runtime cannot perform.
-	runtime.LockOSThread()
-}
 
 // Spec describes the process to start.
 type Spec struct {
@@ -260,38 +255,60 @@ func nameTooLong(path string) bool {
 	return false
 }
 
-// startFromV1Thread forks from a fresh OS thread that first joins the v1
-// groups, so the child is born inside them. The thread is never returned to
-// the runtime's pool: the goroutine exits locked, and the runtime ends it.
-// Start returns only once that thread is gone: while it lives, the agent's
-// own pid is listed in the instance's groups, where a kill-all would reach
-// the agent and a freeze would stop it.
-func startFromV1Thread(dirs []string, path string, args []string, attr *syscall.ProcAttr) (int, error) {
-	type result struct {
-		pid, tid int
-		err      error
-	}
-	ch := make(chan result, 1)
+// mainTID is the id of the process's main thread, which equals its pid.
+var mainTID = os.Getpid()
+
+// onDisposableThread runs f on an OS thread of its own, locked, which the
+// runtime ends when f returns (the goroutine exits locked), and returns the
+// thread's id. That thread is never the main one: the runtime cannot end the
+// main thread (a goroutine exiting locked to it wedges it instead), so it
+// must never be the one that joins an instance's groups, where it would
+// stay. Only a call that lands on the main thread pays: it holds that
+// thread, locked and blocked, while another goroutine goes again, which
+// then cannot land there.
+func onDisposableThread(f func(tid int)) int {
+	done := make(chan int, 1)
 	go func() {
 		runtime.LockOSThread()
 		tid := unix.Gettid()
-		r := result{tid: tid}
+		if tid == mainTID {
+			mainThreadDodges.Add(1)
+			done <- onDisposableThread(f)
+			runtime.UnlockOSThread()
+			return
+		}
+		f(tid)
+		done <- tid
+	}()
+	return <-done
+}
+
+// mainThreadDodges counts the calls of onDisposableThread that landed on the
+// main thread and went again; tests read it to know they covered that case.
+var mainThreadDodges atomic.Int64
+
+// startFromV1Thread forks from a fresh OS thread that first joins the v1
+// groups, so the child is born inside them. The thread is never returned to
+// the runtime's pool (see onDisposableThread). Start returns only once that
+// thread is gone: while it lives, the agent's own pid is listed in the
+// instance's groups, where a kill-all would reach the agent and a freeze
+// would stop it.
+func startFromV1Thread(dirs []string, path string, args []string, attr *syscall.ProcAttr) (int, error) {
+	var pid int
+	var err error
+	tid := onDisposableThread(func(tid int) {
 		for _, d := range dirs {
-			if err := os.WriteFile(d+"/tasks", []byte(strconv.Itoa(tid)), 0); err != nil {
-				r.err = fmt.Errorf("%w: join %s: %w", ErrCgroup, d, err)
-				break
+			if werr := os.WriteFile(d+"/tasks", []byte(strconv.Itoa(tid)), 0); werr != nil {
+				err = fmt.Errorf("%w: join %s: %w", ErrCgroup, d, werr)
+				return
 			}
 		}
-		if r.err == nil {
-			r.pid, r.err = startProcess(path, args, attr)
-		}
-		ch <- r
-	}()
-	r := <-ch
-	if err := awaitThreadExit(r.tid); err != nil && r.err == nil {
-		r.err = err
+		pid, err = startProcess(path, args, attr)
+	})
+	if werr := awaitThreadExit(tid); werr != nil && err == nil {
+		err = werr
 	}
-	return r.pid, r.err
+	return pid, err
 }
 
 // threadExitTimeout bounds the wait for a spawning thread to end; the

@@ -3,9 +3,11 @@ package spawn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/internal/cgtest"
@@ -34,6 +37,9 @@ func TestMain(m *testing.M) {
 			b[i] = 1
 		}
 		os.Exit(0)
+	}
+	if os.Getenv("SPAWN_TEST_MAIN_THREAD") != "" {
+		mainThreadChild()
 	}
 	os.Exit(m.Run())
 }
@@ -459,4 +465,52 @@ func TestStartErrorSteps(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDisposableThreadNeverMain: the thread that joins an instance's v1
+// groups is never the main thread, even when the scheduler hands the
+// spawning goroutine to it. Run in a child process with one P, where a
+// goroutine started just before the main goroutine blocks runs next on the
+// main thread.
+func TestDisposableThreadNeverMain(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SPAWN_TEST_MAIN_THREAD=1")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, b)
+	}
+	var dodges, onMain int
+	if _, err := fmt.Sscanf(string(b), "dodges %d on-main %d", &dodges, &onMain); err != nil {
+		t.Fatalf("child said %q: %v", b, err)
+	}
+	if onMain != 0 {
+		t.Fatalf("%d of the calls ran on the main thread (child: %s)", onMain, b)
+	}
+	if dodges == 0 {
+		t.Fatal("no call landed on the main thread: the case was not covered")
+	}
+}
+
+// mainThreadChild is TestDisposableThreadNeverMain's child: the main
+// goroutine starts on the main thread (runtime.main runs it there), and
+// with GOMAXPROCS 1 the goroutine onDisposableThread starts runs next on
+// the thread its caller blocks.
+func mainThreadChild() {
+	runtime.GOMAXPROCS(1)
+	onMain := 0
+	for i := 0; i < 20; i++ {
+		runtime.LockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			// Nothing else moves the main goroutine off the main thread
+			// for good: an earlier call left it wedged.
+			fmt.Printf("dodges %d on-main %d lost-main-at %d\n", mainThreadDodges.Load(), max(onMain, 1), i)
+			os.Exit(0)
+		}
+		runtime.UnlockOSThread()
+		if tid := onDisposableThread(func(int) {}); tid == os.Getpid() {
+			onMain++
+		}
+	}
+	fmt.Printf("dodges %d on-main %d\n", mainThreadDodges.Load(), onMain)
+	os.Exit(0)
 }

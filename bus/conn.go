@@ -1,9 +1,11 @@
 package bus
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -70,19 +72,33 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 }
 
 // refused tells an error the servers will repeat forever from one that
-// retrying can cure.
+// retrying can cure, by nats.go's and crypto/tls's own errors.
 func refused(err error) bool {
-	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
-		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
-		return true
-	}
-	s := strings.ToLower(err.Error())
-	for _, m := range []string{"authorization violation", "authentication", "x509:", "tls:", "tls error", "certificate"} {
-		if strings.Contains(s, m) {
+	for _, target := range []error{
+		// The server's -ERR for credentials. nats.go returns its own type
+		// for them, whose Is matches these sentinels.
+		nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired,
+		// The TLS handshake failed (either side refused the other's
+		// certificate), or the server hung up right after it: how it
+		// rejects a client certificate under TLS 1.3.
+		nats.ErrTLS,
+		// One side insists on TLS, the other will not speak it.
+		nats.ErrSecureConnRequired, nats.ErrSecureConnWanted,
+	} {
+		if errors.Is(err, target) {
 			return true
 		}
 	}
-	return false
+	// An alert the server sent after the handshake (TLS 1.3 judges the
+	// client certificate then) reaches the first read, which nats.go does
+	// not wrap in ErrTLS. crypto/tls returns it as a *net.OpError with Op
+	// "remote error" around its unexported alert type: Op is all there is
+	// to tell it by.
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "remote error" {
+		return true
+	}
+	_, ok := errors.AsType[*tls.CertificateVerificationError](err)
+	return ok
 }
 
 func natsOptions(o ConnOptions) ([]nats.Option, error) {

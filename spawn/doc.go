@@ -9,9 +9,12 @@
 // to a group, so spawn moves one locked OS thread into the instance's groups,
 // forks from it (a child inherits the forking thread's groups, and its memory
 // is charged to the group from its first page) and then lets that thread exit,
-// so the agent itself is never left inside an instance. The main goroutine is
-// pinned to the process's main thread by this package's init: the Go runtime
-// cannot end the main thread, so it must never be the one that moves.
+// so the agent itself is never left inside an instance. The Go runtime
+// cannot end the main thread, so it must never be the one that moves: a
+// spawning goroutine that lands on it holds it and lets another go again
+// (this used to be a LockOSThread in the package's init, which pinned the
+// main goroutine of every binary importing spawn, the CLI included, to the
+// main thread, so that each time it blocked or woke a thread was handed off).
 //
 // Exit is observed through a pidfd parked on the Go netpoller: no thread and
 // no polling per instance. For a process the agent started the exit status is

@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,12 +19,6 @@ import (
 // ErrGone reports that a process to adopt is no longer the one recorded: it
 // exited and was reaped, or its pid now belongs to another process.
 var ErrGone = errors.New("process is gone")
-
-func init() {
-	// See the package comment: keeps goroutines that move their thread into a
-	// v1 cgroup off the main thread, whose exit the runtime cannot perform.
-	runtime.LockOSThread()
-}
 
 // Spec describes the process to start.
 type Spec struct {
@@ -60,21 +56,21 @@ type Process struct {
 	exit   Exit
 }
 
-// Start starts the process described by spec inside its cgroup.
+// Start starts the process described by spec inside its cgroup. Its errors
+// name the step that failed: ErrSpec, ErrCgroup, ErrFork or ErrWatch
+// (errors.Is) for the parent's steps, *ExecError (errors.As) for the
+// child's; the errno is reachable with errors.Is either way.
 func Start(spec Spec) (*Process, error) {
-	if spec.Path == "" || len(spec.Args) == 0 {
-		return nil, errors.New("spawn: empty command")
-	}
-	if (spec.CgroupV2Dir == "") == (len(spec.CgroupV1Dirs) == 0) {
-		return nil, errors.New("spawn: exactly one cgroup placement is required")
+	if err := checkSpec(&spec); err != nil {
+		return nil, err
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, fmt.Errorf("spawn: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrFork, err)
 	}
 	defer devnull.Close()
 
-	pidfd := -1
+	pidfd := noChild
 	sys := &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID, Groups: []uint32{}},
 		Setsid:     true,
@@ -89,21 +85,36 @@ func Start(spec Spec) (*Process, error) {
 
 	var pid int
 	if spec.CgroupV2Dir != "" {
-		cgfd, err := unix.Open(spec.CgroupV2Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("spawn: open cgroup %s: %w", spec.CgroupV2Dir, err)
+		cgfd, oerr := unix.Open(spec.CgroupV2Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if oerr != nil {
+			return nil, fmt.Errorf("%w: open %s: %w", ErrCgroup, spec.CgroupV2Dir, oerr)
 		}
 		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
-		pid, _, err = syscall.StartProcess(spec.Path, spec.Args, attr)
+		pid, err = startProcess(spec.Path, spec.Args, attr)
 		unix.Close(cgfd)
-		if err != nil {
-			return nil, fmt.Errorf("spawn: start %s: %w", spec.Path, err)
-		}
 	} else {
 		pid, err = startFromV1Thread(spec.CgroupV1Dirs, spec.Path, spec.Args, attr)
-		if err != nil {
-			return nil, err
+	}
+	if err != nil {
+		if pid > 0 {
+			// Started, but the forking thread stayed in its groups: the
+			// child must not run on unwatched.
+			syscall.Kill(pid, syscall.SIGKILL)
+			var ws syscall.WaitStatus
+			syscall.Wait4(pid, &ws, 0, nil)
+			if pidfd >= 0 {
+				unix.Close(pidfd)
+			}
 		}
+		if ee, ok := errors.AsType[*ExecError](err); ok {
+			// Here, off the v1 thread: the probe must not run inside the
+			// instance's groups.
+			ee.Step = locate(ee.Errno, attr)
+			if ee.Step == StepChdir {
+				ee.Path = spec.Dir
+			}
+		}
+		return nil, err
 	}
 
 	p := &Process{Pid: pid, child: true, waited: make(chan struct{})}
@@ -113,7 +124,7 @@ func Start(spec Spec) (*Process, error) {
 		pidfd, err = unix.PidfdOpen(pid, 0)
 		if err != nil {
 			p.kill()
-			return nil, fmt.Errorf("spawn: pidfd: %w", err)
+			return nil, fmt.Errorf("%w: pidfd: %w", ErrWatch, err)
 		}
 	}
 	// Read before the watcher may reap it: until then the child is at worst
@@ -121,50 +132,183 @@ func Start(spec Spec) (*Process, error) {
 	if p.StartTime, err = StartTime(pid); err != nil {
 		unix.Close(pidfd)
 		p.kill()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrWatch, err)
 	}
 	if err := p.attach(pidfd); err != nil {
 		p.kill()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrWatch, err)
 	}
 	return p, nil
 }
 
-// startFromV1Thread forks from a fresh OS thread that first joins the v1
-// groups, so the child is born inside them. The thread is never returned to
-// the runtime's pool: the goroutine exits locked, and the runtime ends it.
-// Start returns only once that thread is gone: while it lives, the agent's
-// own pid is listed in the instance's groups, where a kill-all would reach
-// the agent and a freeze would stop it.
-func startFromV1Thread(dirs []string, path string, args []string, attr *syscall.ProcAttr) (int, error) {
-	type result struct {
-		pid, tid int
-		err      error
+// checkSpec refuses what syscall would refuse before forking, or what
+// would make Start panic, as ErrSpec: so that an errno from StartProcess
+// always comes from the kernel.
+func checkSpec(spec *Spec) error {
+	switch {
+	case spec.Path == "" || len(spec.Args) == 0:
+		return fmt.Errorf("%w: empty command", ErrSpec)
+	case (spec.CgroupV2Dir == "") == (len(spec.CgroupV1Dirs) == 0):
+		return fmt.Errorf("%w: exactly one cgroup placement is required", ErrSpec)
+	case spec.Stdout == nil || spec.Stderr == nil:
+		return fmt.Errorf("%w: Stdout and Stderr are required", ErrSpec)
+	case spec.Stdout.Fd() == ^uintptr(0) || spec.Stderr.Fd() == ^uintptr(0):
+		// syscall would start the program with that fd closed.
+		return fmt.Errorf("%w: Stdout or Stderr is closed", ErrSpec)
 	}
-	ch := make(chan result, 1)
+	nul := func(ss ...string) error {
+		for _, s := range ss {
+			if strings.IndexByte(s, 0) >= 0 {
+				return fmt.Errorf("%w: NUL byte in %q", ErrSpec, s)
+			}
+		}
+		return nil
+	}
+	return errors.Join(nul(spec.Path, spec.Dir), nul(spec.Args...), nul(spec.Env...))
+}
+
+// noChild is what Start puts in SysProcAttr.PidFD before StartProcess.
+// syscall writes the child's pidfd (or -1) there the moment its clone
+// succeeded, and on a later failure of the child closes it and writes -1
+// (forkAndExecFailureCleanup); it never puts the old value back. So an
+// error that leaves noChild there came before any child existed: the
+// status pipe or the clone itself. TestStartErrorSteps fails if a Go
+// release changes this.
+const noChild = -2
+
+// startProcess is syscall.StartProcess with its errno told apart: ErrFork
+// for the parent's steps, an *ExecError (step still to be located) for the
+// child's.
+func startProcess(path string, args []string, attr *syscall.ProcAttr) (int, error) {
+	*attr.Sys.PidFD = noChild
+	pid, _, err := syscall.StartProcess(path, args, attr)
+	if err == nil {
+		return pid, nil
+	}
+	errno, ok := errors.AsType[syscall.Errno](err)
+	switch {
+	case !ok:
+		return 0, fmt.Errorf("%w: %w", ErrSpec, err) // syscall's own checks of attr
+	case *attr.Sys.PidFD == noChild:
+		return 0, fmt.Errorf("%w: %s: %w", ErrFork, path, errno)
+	}
+	*attr.Sys.PidFD = -1
+	return 0, &ExecError{Step: StepUnknown, Path: path, Errno: errno}
+}
+
+// probePath is longer than PATH_MAX: execve refuses it with ENAMETOOLONG
+// while copying it in, before it looks anything up or checks any limit.
+var probePath = strings.Repeat("/", 4096)
+
+// locate tells at which step a child failed with errno, by asking the
+// kernel again (see ExecError): a probe child takes the same credentials,
+// directory and fds, outside any instance's group, and then execs
+// probePath.
+func locate(errno syscall.Errno, attr *syscall.ProcAttr) Step {
+	if errno == syscall.ENAMETOOLONG {
+		// The probe's own answer: tell by the names instead.
+		if nameTooLong(attr.Dir) {
+			return StepChdir
+		}
+		return StepExec
+	}
+	probeFD := noChild
+	sys := *attr.Sys
+	sys.PidFD, sys.UseCgroupFD, sys.CgroupFD = &probeFD, false, 0
+	probe := syscall.ProcAttr{Dir: attr.Dir, Files: attr.Files, Sys: &sys}
+	_, _, err := syscall.StartProcess(probePath, []string{"spawn-probe"}, &probe)
+	again, _ := errors.AsType[syscall.Errno](err)
+	switch {
+	case probeFD == noChild:
+		return StepUnknown // no probe child: its own clone failed
+	case again == syscall.ENAMETOOLONG:
+		return StepExec // the probe got past every step before exec
+	case again != errno:
+		return StepUnknown // the kernel answers differently now
+	case errno == syscall.EPERM || errno == syscall.EINVAL:
+		return StepCredentials // chdir and dup3 never fail so
+	case errno == syscall.EBADF || errno == syscall.EMFILE:
+		return StepStdio // chdir and the credential calls never fail so
+	case attr.Dir != "" && chdirErrnos[errno]:
+		return StepChdir
+	}
+	return StepUnknown
+}
+
+// chdirErrnos are those chdir(2) fails with (ENAMETOOLONG aside, see locate).
+var chdirErrnos = map[syscall.Errno]bool{
+	syscall.EACCES: true, syscall.ENOENT: true, syscall.ENOTDIR: true, syscall.ELOOP: true,
+	syscall.EIO: true, syscall.ENOMEM: true, syscall.EFAULT: true,
+}
+
+// nameTooLong reports whether the kernel refuses path's name itself:
+// PATH_MAX for the whole, NAME_MAX for each component.
+func nameTooLong(path string) bool {
+	if len(path) >= 4096 {
+		return true
+	}
+	for _, c := range strings.Split(path, "/") {
+		if len(c) > 255 {
+			return true
+		}
+	}
+	return false
+}
+
+// mainTID is the id of the process's main thread, which equals its pid.
+var mainTID = os.Getpid()
+
+// onDisposableThread runs f on an OS thread of its own, locked, which the
+// runtime ends when f returns (the goroutine exits locked), and returns the
+// thread's id. That thread is never the main one: the runtime cannot end the
+// main thread (a goroutine exiting locked to it wedges it instead), so it
+// must never be the one that joins an instance's groups, where it would
+// stay. Only a call that lands on the main thread pays: it holds that
+// thread, locked and blocked, while another goroutine goes again, which
+// then cannot land there.
+func onDisposableThread(f func(tid int)) int {
+	done := make(chan int, 1)
 	go func() {
 		runtime.LockOSThread()
 		tid := unix.Gettid()
-		r := result{tid: tid}
-		for _, d := range dirs {
-			if err := os.WriteFile(d+"/tasks", []byte(strconv.Itoa(tid)), 0); err != nil {
-				r.err = fmt.Errorf("spawn: join cgroup %s: %w", d, err)
-				break
-			}
+		if tid == mainTID {
+			mainThreadDodges.Add(1)
+			done <- onDisposableThread(f)
+			runtime.UnlockOSThread()
+			return
 		}
-		if r.err == nil {
-			r.pid, _, r.err = syscall.StartProcess(path, args, attr)
-			if r.err != nil {
-				r.err = fmt.Errorf("spawn: start %s: %w", path, r.err)
-			}
-		}
-		ch <- r
+		f(tid)
+		done <- tid
 	}()
-	r := <-ch
-	if err := awaitThreadExit(r.tid); err != nil && r.err == nil {
-		r.err = err
+	return <-done
+}
+
+// mainThreadDodges counts the calls of onDisposableThread that landed on the
+// main thread and went again; tests read it to know they covered that case.
+var mainThreadDodges atomic.Int64
+
+// startFromV1Thread forks from a fresh OS thread that first joins the v1
+// groups, so the child is born inside them. The thread is never returned to
+// the runtime's pool (see onDisposableThread). Start returns only once that
+// thread is gone: while it lives, the agent's own pid is listed in the
+// instance's groups, where a kill-all would reach the agent and a freeze
+// would stop it.
+func startFromV1Thread(dirs []string, path string, args []string, attr *syscall.ProcAttr) (int, error) {
+	var pid int
+	var err error
+	tid := onDisposableThread(func(tid int) {
+		for _, d := range dirs {
+			if werr := os.WriteFile(d+"/tasks", []byte(strconv.Itoa(tid)), 0); werr != nil {
+				err = fmt.Errorf("%w: join %s: %w", ErrCgroup, d, werr)
+				return
+			}
+		}
+		pid, err = startProcess(path, args, attr)
+	})
+	if werr := awaitThreadExit(tid); werr != nil && err == nil {
+		err = werr
 	}
-	return r.pid, r.err
+	return pid, err
 }
 
 // threadExitTimeout bounds the wait for a spawning thread to end; the
@@ -179,7 +323,7 @@ func awaitThreadExit(tid int) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("spawn: thread %d still alive inside the instance's cgroups", tid)
+			return fmt.Errorf("%w: thread %d still alive inside the instance's groups", ErrCgroup, tid)
 		}
 		time.Sleep(d)
 	}

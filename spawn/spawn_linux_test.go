@@ -3,9 +3,11 @@ package spawn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/internal/cgtest"
@@ -34,6 +37,9 @@ func TestMain(m *testing.M) {
 			b[i] = 1
 		}
 		os.Exit(0)
+	}
+	if os.Getenv("SPAWN_TEST_MAIN_THREAD") != "" {
+		mainThreadChild()
 	}
 	os.Exit(m.Run())
 }
@@ -296,26 +302,215 @@ func TestAdopt(t *testing.T) {
 	}
 }
 
-func TestStartErrors(t *testing.T) {
+// worldDir is a fresh directory the pool uid may search (t.TempDir's are
+// 0700), removed when t ends.
+func worldDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "ward-spawn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func writeFile(t *testing.T, path, content string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestStartErrorSteps makes each step of Start fail for real and checks
+// that the error names the step and keeps the errno, for errors.Is and
+// errors.As alone.
+func TestStartErrorSteps(t *testing.T) {
 	g := newGroup(t)
 	out, errf := outputFiles(t)
-	spec := shell("true", g, out, errf)
-	spec.Path = "/nonexistent/bin"
-	if _, err := Start(spec); !errors.Is(err, syscall.ENOENT) {
-		t.Fatalf("missing binary: %v", err)
+	dir := worldDir(t)
+	private := filepath.Join(dir, "private") // root's, 0700: the pool uid may not search it
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	spec = shell("true", g, out, errf)
-	spec.CgroupV2Dir, spec.CgroupV1Dirs = "", nil
-	if cgtest.Mode() == cgroup.V2 {
-		spec.CgroupV2Dir = filepath.Join(cgtest.Root, "ward-no-such-group")
-	} else {
-		spec.CgroupV1Dirs = []string{filepath.Join(cgtest.Root, "memory", "ward-no-such-group")}
+	hidden := writeFile(t, filepath.Join(private, "prog"), "#!/bin/sh\nexit 0\n", 0o755)
+	plain := writeFile(t, filepath.Join(dir, "plain"), "#!/bin/sh\nexit 0\n", 0o644)
+	garbage := writeFile(t, filepath.Join(dir, "garbage"), "\x00\x01 not a program\n", 0o755)
+	noInterp := writeFile(t, filepath.Join(dir, "nointerp"), "#!/nonexistent/interpreter\n", 0o755)
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink(loop, loop); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := Start(spec); err == nil {
-		t.Fatal("start into a missing group succeeded")
+
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Spec)
+		step  Step
+		path  func(Spec) string
+		errno syscall.Errno
+	}{
+		{"missing program", func(s *Spec) { s.Path = "/nonexistent/bin" }, StepExec, nil, syscall.ENOENT},
+		{"missing interpreter", func(s *Spec) { s.Path = noInterp }, StepExec, nil, syscall.ENOENT},
+		{"not executable", func(s *Spec) { s.Path = plain }, StepExec, nil, syscall.EACCES},
+		{"a directory", func(s *Spec) { s.Path = dir }, StepExec, nil, syscall.EACCES},
+		{"not a program", func(s *Spec) { s.Path = garbage }, StepExec, nil, syscall.ENOEXEC},
+		{"symlink loop", func(s *Spec) { s.Path = loop }, StepExec, nil, syscall.ELOOP},
+		{"program the uid cannot reach", func(s *Spec) { s.Path = hidden }, StepExec, nil, syscall.EACCES},
+		{"dir the uid cannot enter", func(s *Spec) { s.Dir = private }, StepChdir, func(s Spec) string { return s.Dir }, syscall.EACCES},
+		{"missing dir", func(s *Spec) { s.Dir = filepath.Join(dir, "gone") }, StepChdir, func(s Spec) string { return s.Dir }, syscall.ENOENT},
+		// uid and gid -1 are no ids: setgid/setuid refuse them.
+		{"invalid uid", func(s *Spec) { s.UID, s.GID = ^uint32(0), ^uint32(0) }, StepCredentials, nil, syscall.EINVAL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := shell("exit 0", g, out, errf)
+			tc.edit(&spec)
+			_, err := Start(spec)
+			ee, ok := errors.AsType[*ExecError](err)
+			if !ok {
+				t.Fatalf("%v (%T), want an *ExecError", err, err)
+			}
+			want := spec.Path
+			if tc.path != nil {
+				want = tc.path(spec)
+			}
+			if ee.Step != tc.step || ee.Errno != tc.errno || ee.Path != want || !errors.Is(err, tc.errno) {
+				t.Fatalf("%+v, want step %s, errno %v, path %s", *ee, tc.step, tc.errno, want)
+			}
+			for _, parent := range []error{ErrSpec, ErrCgroup, ErrFork, ErrWatch} {
+				if errors.Is(err, parent) {
+					t.Errorf("child's failure %v also is %v", err, parent)
+				}
+			}
+		})
 	}
-	spec.CgroupV2Dir, spec.CgroupV1Dirs = "", nil
-	if _, err := Start(spec); err == nil {
-		t.Fatal("start without placement succeeded")
+
+	t.Run("missing cgroup", func(t *testing.T) {
+		spec := shell("exit 0", g, out, errf)
+		spec.CgroupV2Dir, spec.CgroupV1Dirs = "", nil
+		if cgtest.Mode() == cgroup.V2 {
+			spec.CgroupV2Dir = filepath.Join(cgtest.Root, "ward-no-such-group")
+		} else {
+			spec.CgroupV1Dirs = []string{filepath.Join(cgtest.Root, "memory", "ward-no-such-group")}
+		}
+		_, err := Start(spec)
+		if !errors.Is(err, ErrCgroup) || !errors.Is(err, syscall.ENOENT) {
+			t.Fatalf("%v, want ErrCgroup with ENOENT", err)
+		}
+		if _, ok := errors.AsType[*ExecError](err); ok {
+			t.Fatalf("%v: the parent's failure is an *ExecError", err)
+		}
+	})
+
+	t.Run("cgroup removed before attach", func(t *testing.T) {
+		gone, err := cgtest.NewManager(t).Create("gone", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := shell("exit 0", gone, out, errf)
+		if err := gone.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Start(spec); !errors.Is(err, ErrCgroup) {
+			t.Fatalf("%v, want ErrCgroup", err)
+		}
+	})
+
+	t.Run("pids limit", func(t *testing.T) {
+		full, err := cgtest.NewManager(t).Create("full", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Written directly: OCI reads a pids limit of 0 as no limit.
+		for _, d := range full.Dirs() {
+			if _, err := os.Stat(filepath.Join(d, "pids.max")); err == nil {
+				if err := os.WriteFile(filepath.Join(d, "pids.max"), []byte("0"), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		_, err = Start(shell("exit 0", full, out, errf))
+		if !errors.Is(err, ErrFork) || !errors.Is(err, syscall.EAGAIN) {
+			t.Fatalf("%v, want ErrFork with EAGAIN", err)
+		}
+		if _, ok := errors.AsType[*ExecError](err); ok {
+			t.Fatalf("%v: the clone's failure is an *ExecError", err)
+		}
+	})
+
+	t.Run("spec", func(t *testing.T) {
+		for name, edit := range map[string]func(*Spec){
+			"no placement": func(s *Spec) { s.CgroupV2Dir, s.CgroupV1Dirs = "", nil },
+			"no command":   func(s *Spec) { s.Args = nil },
+			"NUL in env":   func(s *Spec) { s.Env = append(s.Env, "A=\x00") },
+			"no stderr":    func(s *Spec) { s.Stderr = nil },
+			"closed stdout": func(s *Spec) {
+				f, err := os.Create(filepath.Join(t.TempDir(), "closed"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+				s.Stdout = f
+			},
+		} {
+			spec := shell("exit 0", g, out, errf)
+			edit(&spec)
+			if _, err := Start(spec); !errors.Is(err, ErrSpec) {
+				t.Errorf("%s: %v, want ErrSpec", name, err)
+			}
+		}
+	})
+}
+
+// TestDisposableThreadNeverMain: the thread that joins an instance's v1
+// groups is never the main thread, even when the scheduler hands the
+// spawning goroutine to it. Run in a child process with one P, where a
+// goroutine started just before the main goroutine blocks runs next on the
+// main thread.
+func TestDisposableThreadNeverMain(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SPAWN_TEST_MAIN_THREAD=1")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, b)
 	}
+	var dodges, onMain int
+	if _, err := fmt.Sscanf(string(b), "dodges %d on-main %d", &dodges, &onMain); err != nil {
+		t.Fatalf("child said %q: %v", b, err)
+	}
+	if onMain != 0 {
+		t.Fatalf("%d of the calls ran on the main thread (child: %s)", onMain, b)
+	}
+	if dodges == 0 {
+		t.Fatal("no call landed on the main thread: the case was not covered")
+	}
+}
+
+// mainThreadChild is TestDisposableThreadNeverMain's child: the main
+// goroutine starts on the main thread (runtime.main runs it there), and
+// with GOMAXPROCS 1 the goroutine onDisposableThread starts runs next on
+// the thread its caller blocks.
+func mainThreadChild() {
+	runtime.GOMAXPROCS(1)
+	onMain := 0
+	for i := 0; i < 20; i++ {
+		runtime.LockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			// Nothing else moves the main goroutine off the main thread
+			// for good: an earlier call left it wedged.
+			fmt.Printf("dodges %d on-main %d lost-main-at %d\n", mainThreadDodges.Load(), max(onMain, 1), i)
+			os.Exit(0)
+		}
+		runtime.UnlockOSThread()
+		if tid := onDisposableThread(func(int) {}); tid == os.Getpid() {
+			onMain++
+		}
+	}
+	fmt.Printf("dodges %d on-main %d\n", mainThreadDodges.Load(), onMain)
+	os.Exit(0)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -325,11 +324,8 @@ func (r processes) create(in *instance) error {
 		sp.CgroupV1Dirs = g.Dirs()
 	}
 	p, err := spawn.Start(sp)
-	if errors.Is(err, syscall.EAGAIN) {
-		return &api.Error{Code: api.CodeResourceExhausted, Field: "limits.pids", Message: fmt.Sprintf("cannot start: %v", err)}
-	}
 	if err != nil {
-		return invalid("command", "cannot start: %v", err)
+		return spawnError(err)
 	}
 	in.mu.Lock()
 	in.proc = p

@@ -42,6 +42,10 @@ type Options struct {
 	Passwd string
 	// Retention of terminal records (default DefaultRetention).
 	Retention time.Duration
+	// Counters are told of what the agent does (nil: nothing is counted).
+	Counters Counters
+	// Routes is where instances' routes are announced (nil: nowhere).
+	Routes RouteSink
 }
 
 // Agent runs the instances of one host. Its methods are the API both
@@ -147,6 +151,8 @@ func New(opts Options) (*Agent, error) {
 	if a.retention == 0 {
 		a.retention = DefaultRetention
 	}
+	a.counters.Store(&countersBox{opts.Counters})
+	a.routes.sink = opts.Routes
 	a.raiseFileLimit()
 	passwd := opts.Passwd
 	if passwd == "" {
@@ -235,6 +241,10 @@ func New(opts Options) (*Agent, error) {
 	if err := a.reconcile(); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("agent: reconcile: %w", err)
+	}
+	// Those re-adopted by reconcile are announced now.
+	for _, in := range a.all() {
+		a.syncRoute(in)
 	}
 	return a, nil
 }

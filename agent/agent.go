@@ -116,6 +116,7 @@ type instance struct {
 	// being released to undo its start.
 	logs        []*os.File
 	grace       time.Duration
+	stopCtx     context.Context // the stop request's: its end cuts the grace short
 	rollingBack bool
 	// seenKills is the OOM counter as the watcher last reported it.
 	seenKills uint64

@@ -332,3 +332,32 @@ func TestDetectsCgroupMode(t *testing.T) {
 	}
 	t.Logf("cgroup %s", a.CgroupMode())
 }
+
+// A stop whose request is abandoned mid-grace (the caller went away, or
+// the agent is shutting down and has answered it) stops waiting for
+// SIGTERM to work: the instance is killed and the stop finished, not left
+// to run out a grace period nobody waits for.
+func TestAbandonedStopCutsTheGraceShort(t *testing.T) {
+	a := newTestAgent(t, nil)
+	in := mustStart(t, a, api.Request{Name: "deaf", Command: sh(`trap "" TERM; while :; do sleep 1; done`)})
+	ctx, cancel := context.WithCancel(context.Background())
+	grace := int64(60_000)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Stop(ctx, api.StopRequest{ID: in.ID, TimeoutMS: &grace})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // into the grace period
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stop ran on into its 60 s grace period after its request was abandoned")
+	}
+	if got := waitState(t, a, in.ID, api.StateStopped); got.Reason != "stopped by request" {
+		t.Fatalf("reason %q", got.Reason)
+	}
+}

@@ -15,10 +15,6 @@ type Counters interface {
 
 type countersBox struct{ Counters }
 
-// SetCounters makes c the agent's counters (nil: none). They come after
-// New: what reconcile did before is not counted.
-func (a *Agent) SetCounters(c Counters) { a.counters.Store(&countersBox{c}) }
-
 // count calls f with the counters, if any are set.
 func (a *Agent) count(f func(Counters)) {
 	if b := a.counters.Load(); b != nil && b.Counters != nil {

@@ -97,7 +97,7 @@ func wantOOMKilled(t *testing.T, inst *api.Instance, limit int64) {
 func TestOOMOfChildKillsWholeInstance(t *testing.T) {
 	a := newTestAgent(t, nil)
 	counted := &countingCounters{}
-	a.SetCounters(counted)
+	a.counters.Store(&countersBox{counted})
 	te := collectEvents(t, a)
 	mem := int64(32 << 20)
 	neighbour := mustStart(t, a, api.Request{Name: "neighbour", Command: sh("exec sleep 1000")})

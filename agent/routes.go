@@ -17,7 +17,7 @@ type RouteSink interface {
 	Unregister(id string) error
 }
 
-// routes holds the route sink, set once the bus is up.
+// routes holds the route sink (Options.Routes).
 type routes struct {
 	mu   sync.Mutex
 	sink RouteSink
@@ -27,18 +27,6 @@ func (r *routes) get() RouteSink {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.sink
-}
-
-// SetRoutes makes sink the place routes are announced and registers every
-// running instance that should be routed now: those re-adopted at startup
-// are announced here, as the sink comes after them.
-func (a *Agent) SetRoutes(sink RouteSink) {
-	a.routes.mu.Lock()
-	a.routes.sink = sink
-	a.routes.mu.Unlock()
-	for _, in := range a.all() {
-		a.syncRoute(in)
-	}
 }
 
 // syncRoute registers in's route if it should be routed — running, with a

@@ -64,7 +64,7 @@ func (a *Agent) Stop(ctx context.Context, req api.StopRequest) (_ *api.Instance,
 	}
 	in.setRecord(rec)
 	crashpoint("stop:recorded")
-	in.grace = timeout
+	in.grace, in.stopCtx = timeout, ctx
 	if err := a.finish(in, func() { a.decideStopped(in) }); err != nil {
 		return nil, api.Internal(err)
 	}
@@ -90,12 +90,19 @@ func (a *Agent) decideStopped(in *instance) {
 
 // terminate sends SIGTERM to every process in g and waits up to grace for
 // the group to empty, then kills whatever is left and waits for it to go.
+// The grace ends early when the stop's request is abandoned (its caller
+// went away, or the agent is shutting down and answered it): the stop was
+// asked for, and only its politeness is cut short.
 func (a *Agent) terminate(in *instance, g *cgroup.Group, grace time.Duration) error {
 	if grace > 0 {
 		if err := g.Signal(unix.SIGTERM); err != nil {
 			a.log.Warn("stop: SIGTERM", "id", in.id, "err", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		parent := in.stopCtx
+		if parent == nil {
+			parent = context.Background()
+		}
+		ctx, cancel := context.WithTimeout(parent, grace)
 		defer cancel()
 		// The main process usually goes first and its children with it:
 		// its exit is an event, so wait for that before polling the group.

@@ -182,9 +182,14 @@ func BenchmarkStartStopTransports(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go localapi.Serve(ctx, l, localapi.NewHandler(a, a.Events(), quiet))
+	ctx := context.Background()
+	srv := localapi.NewServer(a, a.Events(), quiet)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() {
+		srv.Shutdown(ctx)
+		<-served
+	}()
 	sock := localapi.NewClient(cfg.Socket)
 	p := "ward." + cfg.HostID + "."
 

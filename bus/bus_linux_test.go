@@ -53,32 +53,52 @@ func runServer(t testing.TB, opts *server.Options) *server.Server {
 // publisher on one connection.
 func wire(t testing.TB, a *agent.Agent, cfg *config.Config) *nats.Conn {
 	t.Helper()
-	var pub *Publisher
-	var mu sync.Mutex
+	// The handler uses only what exists before Connect: it tells the
+	// publisher through a channel.
+	reconnected := make(chan struct{}, 1)
 	nc, err := Connect(ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: quiet, OnReconnect: func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if pub != nil {
-			pub.Reconnected()
+		select {
+		case reconnected <- struct{}{}:
+		default:
 		}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	mu.Lock()
-	pub = NewPublisher(nc, a.Outbox(), cfg.HostID, quiet)
-	mu.Unlock()
+	pub := NewPublisher(nc, a.Outbox(), cfg.HostID, quiet)
 	svc, err := NewService(nc, a, ServiceOptions{HostID: cfg.HostID, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { svc.Stop() })
+	t.Cleanup(func() { shutdown(t, svc) })
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { pub.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	done := make(chan struct{}, 2)
+	go func() { pub.Run(ctx); done <- struct{}{} }()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reconnected:
+				pub.Reconnected()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; <-done })
 	return nc
+}
+
+// shutdown shuts svc down as the agent command does, failing t if any
+// request had to be abandoned.
+func shutdown(t testing.TB, svc *Service) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := svc.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
 }
 
 func request(t testing.TB, nc *nats.Conn, subj string, body any) (*nats.Msg, error) {
@@ -192,7 +212,7 @@ func TestInFlightBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer svc.Stop()
+	defer shutdown(t, svc)
 	var replies []*nats.Msg
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -304,7 +324,7 @@ func TestOversizedReplyRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer svc.Stop()
+	defer shutdown(t, svc)
 	m, err := nc.Request("ward.h.list", []byte(`{}`), 5*time.Second)
 	if err != nil {
 		t.Fatalf("oversized list: %v", err)

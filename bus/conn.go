@@ -29,6 +29,13 @@ type ConnOptions struct {
 	FirstTimeout time.Duration
 	// OnReconnect, if set, is called after every reconnection.
 	OnReconnect func()
+	// OnConnected, if set, is told whenever the connection comes up
+	// (true: connected, reconnected) or goes down (false: disconnected,
+	// closed), for ward_bus_connected.
+	OnConnected func(up bool)
+	// The callbacks run on the connection's callback goroutine, one at a
+	// time and in order; whatever they use must exist before Connect is
+	// called, since they may run before it returns.
 }
 
 // Connect opens the agent's connection. It fails only on configuration
@@ -40,6 +47,7 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	handlers := connHandlers(o)
 	servers := strings.Join(o.NATS.Servers, ",")
 	first := o.FirstTimeout
 	if first == 0 {
@@ -47,6 +55,8 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	}
 	// One plain attempt first: its error says whether the servers are
 	// unreachable (fine, retry in the background) or refuse us (fatal).
+	// It has none of the handlers: it is closed on purpose, which is no
+	// disconnection to log or count.
 	nc, err := nats.Connect(servers, append(opts, nats.Timeout(first), nats.MaxReconnects(0), nats.NoReconnect())...)
 	if err == nil {
 		// With TLS 1.3 a server rejects a client certificate only after
@@ -64,11 +74,35 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	} else if err != nil {
 		o.Log.Warn("NATS unreachable; the agent runs on and keeps trying", "servers", servers, "err", err)
 	}
-	nc, err = nats.Connect(servers, append(opts, nats.RetryOnFailedConnect(true))...)
+	nc, err = nats.Connect(servers, append(append(opts, handlers...), nats.RetryOnFailedConnect(true))...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
 	return nc, nil
+}
+
+// Close drains nc and closes it, waiting at most timeout: the
+// subscriptions first deliver the messages they hold (a request the
+// Service receives after its Shutdown is answered unavailable), then what
+// was published is flushed. Close(nc) alone would drop both.
+func Close(nc *nats.Conn, timeout time.Duration) error {
+	err := nc.Drain()
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		err = fmt.Errorf("bus: draining the connection: %w", err)
+	} else {
+		err = nil
+		deadline := time.Now().Add(timeout)
+		// The connection says it is closed only through its closed
+		// handler (the caller's) or IsClosed.
+		for !nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !nc.IsClosed() {
+			err = fmt.Errorf("bus: the connection did not drain within %v", timeout)
+		}
+	}
+	nc.Close()
+	return err
 }
 
 // refused tells an error the servers will repeat forever from one that
@@ -101,8 +135,46 @@ func refused(err error) bool {
 	return ok
 }
 
-func natsOptions(o ConnOptions) ([]nats.Option, error) {
+// connHandlers are the connection's callbacks: logging, and the caller's
+// OnReconnect and OnConnected.
+func connHandlers(o ConnOptions) []nats.Option {
 	log := o.Log
+	connected := func(up bool) {
+		if o.OnConnected != nil {
+			o.OnConnected(up)
+		}
+	}
+	return []nats.Option{
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			connected(false)
+			// A nil error is a disconnection asked for: Close.
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			connected(true)
+			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
+			if o.OnReconnect != nil {
+				o.OnReconnect()
+			}
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			connected(true)
+			log.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			connected(false)
+			log.Info("NATS connection closed")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("NATS error", "err", err)
+		}),
+	}
+}
+
+// natsOptions are the connection's settings and credentials.
+func natsOptions(o ConnOptions) ([]nats.Option, error) {
 	n := o.NATS
 	opts := []nats.Option{
 		nats.Name("ward-" + o.HostID),
@@ -112,21 +184,6 @@ func natsOptions(o ConnOptions) ([]nats.Option, error) {
 		// A dead server (not a closed socket) is noticed within ~6 s.
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(3),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected", "err", err)
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
-			if o.OnReconnect != nil {
-				o.OnReconnect()
-			}
-		}),
-		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Error("NATS error", "err", err)
-		}),
 	}
 	for _, f := range []struct{ key, path string }{
 		{"nats.nkey_seed_file", n.NkeySeedFile}, {"nats.creds_file", n.CredsFile},

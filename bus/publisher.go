@@ -47,14 +47,23 @@ func (p *Publisher) Reconnected() {
 	}
 }
 
-// Run publishes until ctx ends.
+// FlushTimeout bounds how long Run, once its context ended, goes on
+// publishing what the outbox holds: the connection closes after it (see
+// `ward agent`), and what is left waits in the outbox for the next agent.
+const FlushTimeout = 5 * time.Second
+
+// Run publishes until ctx ends, then flushes: it publishes and confirms
+// what the outbox still holds, for at most FlushTimeout, and returns.
 func (p *Publisher) Run(ctx context.Context) {
+	defer p.flush(ctx)
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	backoff := 50 * time.Millisecond
 	for {
 		items := p.ob.Pending(Batch)
-		if len(items) > 0 && p.nc.IsConnected() {
+		// Once ctx ended, flush sends what is left, under a context of
+		// its own.
+		if len(items) > 0 && p.nc.IsConnected() && ctx.Err() == nil {
 			if err := p.send(ctx, items); err != nil {
 				p.log.Warn("events not confirmed; will resend", "from_seq", items[0].Seq, "count", len(items), "err", err)
 				p.probed = false
@@ -78,6 +87,27 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 }
 
+// flush sends what the outbox holds, confirmed as Run confirms it, until
+// it is empty, FlushTimeout passed, the connection is down or a send
+// fails: it does not retry, the next agent will.
+func (p *Publisher) flush(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
+	defer cancel()
+	for ctx.Err() == nil && p.nc.IsConnected() {
+		items := p.ob.Pending(Batch)
+		if len(items) == 0 {
+			return
+		}
+		if err := p.send(ctx, items); err != nil {
+			p.log.Warn("events not confirmed at shutdown; they wait in the outbox", "from_seq", items[0].Seq, "pending", p.ob.Len(), "err", err)
+			return
+		}
+	}
+	if n := p.ob.Len(); n > 0 {
+		p.log.Warn("events not published at shutdown; they wait in the outbox", "pending", n)
+	}
+}
+
 func (p *Publisher) send(ctx context.Context, items []outbox.Item) error {
 	// Durable before anyone can see them (see package outbox).
 	if err := p.ob.Sync(items); err != nil {
@@ -85,6 +115,12 @@ func (p *Publisher) send(ctx context.Context, items []outbox.Item) error {
 	}
 	if !p.probed {
 		p.stream = p.findStream(ctx, items[0].Subject)
+		if err := ctx.Err(); err != nil {
+			// The lookup was cut short: it says nothing about the
+			// stream, and publishing without one (no message ids)
+			// would store duplicates in it.
+			return err
+		}
 		p.probed = true
 	}
 	if p.stream != "" {
@@ -95,7 +131,9 @@ func (p *Publisher) send(ctx context.Context, items []outbox.Item) error {
 			return err
 		}
 	}
-	if err := p.nc.FlushTimeout(5 * time.Second); err != nil {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := p.nc.FlushWithContext(fctx); err != nil {
 		return err
 	}
 	return p.ob.Ack(items[len(items)-1].Seq)

@@ -9,14 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/internal/tasks"
 )
 
 // EventSource feeds `ward events`.
@@ -24,38 +27,132 @@ type EventSource interface {
 	Subscribe() (<-chan api.Event, func())
 }
 
-// NewHandler returns the HTTP handler for api and events.
-func NewHandler(svc api.API, events EventSource, log *slog.Logger) http.Handler {
+// shuttingDown is the answer to a request the server will not finish: one
+// that arrives once Shutdown began, or one still running at its deadline.
+var shuttingDown = &api.Error{Code: api.CodeUnavailable, Message: "agent shutting down; retry"}
+
+// answerGrace is how long Shutdown, past its deadline, lets the requests
+// it gave up on write their unavailable answer before it closes their
+// connections.
+const answerGrace = time.Second
+
+// Server serves the API and the event stream on the agent's socket.
+type Server struct {
+	log  *slog.Logger
+	http *http.Server
+	// calls are the API calls in flight, each on a goroutine of its own
+	// so that its request can be answered without waiting for it.
+	calls       tasks.Group[*http.Request]
+	stopOnce    sync.Once
+	closing     chan struct{} // closed when Shutdown begins: event streams end
+	abandonOnce sync.Once
+	abandon     chan struct{} // closed at Shutdown's deadline: calls still running are answered unavailable
+}
+
+// NewServer returns the server of svc and events, not serving yet.
+func NewServer(svc api.API, events EventSource, log *slog.Logger) *Server {
+	s := &Server{log: log, closing: make(chan struct{}), abandon: make(chan struct{})}
 	mux := http.NewServeMux()
 	for _, m := range api.Methods {
-		mux.HandleFunc("POST /v1/"+m.Name, endpoint(log, func(ctx context.Context, b []byte) (any, error) {
+		mux.HandleFunc("POST /v1/"+m.Name, s.endpoint(func(ctx context.Context, b []byte) (any, error) {
 			return m.Call(ctx, svc, b)
 		}))
 	}
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
-		streamEvents(w, r, events)
+		s.streamEvents(w, r, events)
 	})
-	return mux
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
 }
 
-func endpoint(log *slog.Logger, h func(context.Context, []byte) (any, error)) http.HandlerFunc {
+// Serve serves on l until Shutdown, and then returns nil; it returns the
+// error that made it stop otherwise. It closes l.
+func (s *Server) Serve(l net.Listener) error {
+	if err := s.http.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("localapi: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking requests (the socket is closed and removed, event
+// streams end) and waits until every request in flight has been answered,
+// or ctx ends. Then each request still running is answered unavailable and
+// the context of its call cancelled, and Shutdown returns ctx's error: every
+// request gets an answer by the deadline (plus answerGrace to write it).
+// The calls given up on may still be in the agent; Wait joins them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		close(s.closing)
+		s.calls.Close()
+	})
+	err := s.http.Shutdown(ctx)
+	if err == nil {
+		return nil
+	}
+	s.abandonOnce.Do(func() { close(s.abandon) })
+	gctx, cancel := context.WithTimeout(context.Background(), answerGrace)
+	defer cancel()
+	if s.http.Shutdown(gctx) != nil {
+		s.http.Close()
+	}
+	return fmt.Errorf("localapi: requests still running at the shutdown deadline were answered unavailable: %w", err)
+}
+
+// Wait waits for the calls Shutdown gave up on to return from the agent,
+// until ctx ends; its error then wraps tasks.ErrStillRunning.
+func (s *Server) Wait(ctx context.Context) error {
+	if err := s.calls.Wait(ctx); err != nil {
+		return fmt.Errorf("localapi: %w", err)
+	}
+	return nil
+}
+
+// endpoint answers a request with h's result, or unavailable if Shutdown
+// gives up on it first. h gets the request's context, which ends when the
+// client goes away or the answer was given — so a call whose caller is
+// gone, or that Shutdown gave up on, is cancelled.
+func (s *Server) endpoint(h func(context.Context, []byte) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, api.MaxRequestBytes+1))
 		if err != nil {
 			writeError(w, &api.Error{Code: api.CodeInvalidArgument, Message: "reading request: " + err.Error()})
 			return
 		}
-		v, err := h(r.Context(), body)
-		if err != nil {
-			e := api.AsError(err)
+		type result struct {
+			v   any
+			err error
+		}
+		done := make(chan result, 1)
+		if err := s.calls.Go(r, func() {
+			v, err := h(r.Context(), body)
+			done <- result{v, err}
+		}); err != nil { // tasks.ErrClosed: shutting down
+			writeError(w, shuttingDown)
+			return
+		}
+		var res result
+		select {
+		case res = <-done:
+		case <-r.Context().Done():
+			return // nobody to answer
+		case <-s.abandon:
+			select {
+			case res = <-done: // finished just in time: its answer is better
+			default:
+				writeError(w, shuttingDown)
+				return
+			}
+		}
+		if res.err != nil {
+			e := api.AsError(res.err)
 			if e.Code == api.CodeInternal {
-				log.Error("request failed", "path", r.URL.Path, "err", err)
+				s.log.Error("request failed", "path", r.URL.Path, "err", res.err)
 			}
 			writeError(w, e)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(v)
+		json.NewEncoder(w).Encode(res.v)
 	}
 }
 
@@ -78,8 +175,9 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 	w.Write(api.Body(e))
 }
 
-// streamEvents writes one JSON event per line until the client goes away.
-func streamEvents(w http.ResponseWriter, r *http.Request, src EventSource) {
+// streamEvents writes one JSON event per line until the client goes away
+// or Shutdown begins.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, src EventSource) {
 	ch, cancel := src.Subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -92,6 +190,8 @@ func streamEvents(w http.ResponseWriter, r *http.Request, src EventSource) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-s.closing:
 			return
 		case e, ok := <-ch:
 			if !ok {
@@ -109,9 +209,16 @@ func streamEvents(w http.ResponseWriter, r *http.Request, src EventSource) {
 
 // Listen opens the agent's socket at path, mode 0600: anyone who can talk
 // to it can run anything as a pool user. A socket left by a dead agent is
-// replaced; one a live agent answers on is not.
+// replaced; one a live agent answers on is not. Closing the listener
+// removes the socket.
+//
+// The socket is made in a fresh 0700 directory next to path, made 0600,
+// and only then renamed into place: at no moment can anyone but root
+// connect, and the process umask — which instances being spawned at the
+// same time inherit — is left alone.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
 	if st, err := os.Lstat(path); err == nil {
@@ -122,39 +229,46 @@ func Listen(path string) (net.Listener, error) {
 			c.Close()
 			return nil, fmt.Errorf("localapi: another agent is serving on %s", path)
 		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("localapi: %w", err)
-		}
 	}
-	// The umask closes the window between bind and chmod.
-	old := umask(0o177)
-	l, err := net.Listen("unix", path)
-	umask(old)
+	private, err := os.MkdirTemp(dir, ".ward-sock-") // mode 0700
 	if err != nil {
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(private)
+	tmp := filepath.Join(private, "sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	// The listener would unlink tmp, which is gone by then; the socket's
+	// own path is removed by socketListener.Close.
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
-	return l, nil
+	// Replaces a dead agent's socket in one step.
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	return &socketListener{UnixListener: l, path: path}, nil
 }
 
-// Serve serves h on l until ctx ends, then shuts down gracefully.
-func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = srv.Close()
-	}
+// socketListener removes its socket when closed, so that a client of a
+// stopped agent finds no socket rather than one that refuses.
+type socketListener struct {
+	*net.UnixListener
+	path string
+	once sync.Once
+}
+
+func (l *socketListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+	})
 	return err
 }

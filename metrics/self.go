@@ -112,6 +112,21 @@ func New(o Options) (*Self, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.sampleDuration, events, s.busReconnects, s.busConnected, s.oomKills, starts, stops,
 	}
+	if err := s.register(cs); err != nil {
+		return nil, err
+	}
+	if err := s.AddSources(o); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// AddSources adds the series of o's sources to the registry: a caller
+// whose sources exist only after the counters are needed (the agent is
+// given its counters when it is made) adds them then, before serving. A
+// source given twice is refused.
+func (s *Self) AddSources(o Options) error {
+	var cs []prometheus.Collector
 	if o.Samples != nil {
 		cs = append(cs, NewSampleCollector(o.Samples))
 	}
@@ -124,12 +139,16 @@ func New(o Options) (*Self, error) {
 	if o.InstancesByState != nil {
 		cs = append(cs, &stateCollector{f: o.InstancesByState})
 	}
+	return s.register(cs)
+}
+
+func (s *Self) register(cs []prometheus.Collector) error {
 	for _, c := range cs {
 		if err := s.reg.Register(c); err != nil {
-			return nil, fmt.Errorf("metrics: register: %w", err)
+			return fmt.Errorf("metrics: register: %w", err)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 func children(v *prometheus.CounterVec, values []string) map[string]prometheus.Counter {

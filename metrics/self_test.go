@@ -131,3 +131,21 @@ func TestSelfNil(t *testing.T) {
 		t.Error("nil Self has a registry")
 	}
 }
+
+// TestAddSources: the sources' series can come after New (the agent is
+// made with the counters, and is one of the sources); a source added twice
+// is refused.
+func TestAddSources(t *testing.T) {
+	s := newSelf(t, Options{})
+	base := serve(t, s)
+	if _, ok := scrape(t, base)["ward_events_pending"]; ok {
+		t.Fatal("ward_events_pending before its source was added")
+	}
+	if err := s.AddSources(Options{OutboxPending: func() int { return 4 }}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, scrape(t, base), 4, "ward_events_pending")
+	if err := s.AddSources(Options{OutboxPending: func() int { return 5 }}); err == nil {
+		t.Fatal("a second outbox source was accepted")
+	}
+}

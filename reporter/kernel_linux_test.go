@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/cgroup"
@@ -31,7 +32,9 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(helper(role))
 	}
-	os.Exit(m.Run())
+	// No goroutine may outlive the package's tests (see leak_other_test.go
+	// for the other systems).
+	goleak.VerifyTestMain(m)
 }
 
 func helper(role string) int {

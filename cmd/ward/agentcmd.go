@@ -11,14 +11,16 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/hostward/ward/agent"
 	"github.com/hostward/ward/bus"
 	"github.com/hostward/ward/config"
+	"github.com/hostward/ward/internal/tasks"
 	"github.com/hostward/ward/localapi"
 	"github.com/hostward/ward/metrics"
 	"github.com/hostward/ward/router"
@@ -67,85 +69,257 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the agent must run as root: it creates cgroups and runs instances as pool users")
 	}
-	if *dev && *natsURLs == "" {
+	// From here a SIGTERM is a shutdown, even one during the setup.
+	sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &daemon{log: log}
+	if err := d.setup(cfg, *dev, *dev && *natsURLs == ""); err != nil {
+		d.shutdown()
+		return err
+	}
+	log.Info("agent ready", "host", cfg.HostID, "socket", cfg.Socket, "state_dir", cfg.StateDir,
+		"cgroup", d.a.CgroupMode().String()+":"+cfg.Cgroup.Parent)
+	var serveErr error
+	select {
+	case <-sig.Done():
+		// A second signal is not caught: it ends the agent at once.
+		stop()
+		log.Info("stopping: no new requests; answering those in flight", "drain_timeout", drainTimeout)
+	case serveErr = <-d.serveErr:
+		log.Error("the socket stopped serving; stopping", "err", serveErr)
+	}
+	d.shutdown()
+	// Instances keep running: a restarted agent re-adopts them.
+	log.Info("agent stopped; instances keep running")
+	return serveErr
+}
+
+// How long a stopping agent waits. ward.service sets no TimeoutStopSec, so
+// systemd's default of 90 s applies before it SIGKILLs the agent: the sum
+// of these (at most about 35 s) stays well inside it, and a SIGKILL — which
+// the agent survives too, but which answers nobody — is never needed.
+const (
+	// drainTimeout is how long requests in flight have to finish once
+	// the agent stops taking new ones; each still running then is
+	// answered unavailable. A stop waits out its instance's grace period
+	// (stop.timeout, 10 s by default), so this is longer than that.
+	drainTimeout = 15 * time.Second
+	// abandonTimeout is how long, after the drain deadline cancelled the
+	// requests still running, the agent waits for their calls to return
+	// before it exits without them: the next agent finishes what they
+	// left half done, as after a crash.
+	abandonTimeout = 5 * time.Second
+	// connCloseTimeout bounds the drain of the bus connection, last.
+	connCloseTimeout = 2 * time.Second
+	// The metrics server's grace (metrics.Serve) and the outbox flush
+	// (bus.FlushTimeout) come in between, 5 s each at most.
+)
+
+// daemon is what `ward agent` runs. Every goroutine it starts belongs to
+// one of its task groups, which shutdown joins phase by phase.
+type daemon struct {
+	log     *slog.Logger
+	devNATS *server.Server
+	nc      *nats.Conn
+	routes  *router.Registrar
+	a       *agent.Agent
+	svc     *bus.Service
+	api     *localapi.Server
+
+	// serving: the socket's server. Its error, if it stops on its own,
+	// goes to serveErr.
+	serving  tasks.Group[string]
+	serveErr chan error
+	// workers: the agent's periodic work, the reporter, the metrics
+	// server; stopped by cancelWork once the requests are answered.
+	workers    tasks.Group[string]
+	cancelWork context.CancelFunc
+	// publishing: the outbox publisher, and what tells it of reconnects;
+	// stopped last, by cancelPublish, so that it flushes what the
+	// requests and the agent's shutdown emitted.
+	publishing    tasks.Group[string]
+	cancelPublish context.CancelFunc
+}
+
+// setup starts everything, in the order that lets each part be given what
+// it needs when it is made: nothing is handed over once it runs.
+func (d *daemon) setup(cfg *config.Config, dev, devNATS bool) error {
+	log := d.log
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	d.cancelWork = cancelWork
+	pubCtx, cancelPublish := context.WithCancel(context.Background())
+	d.cancelPublish = cancelPublish
+	d.serveErr = make(chan error, 1)
+
+	if devNATS {
 		ns, err := startDevNATS()
 		if err != nil {
 			return err
 		}
-		defer ns.Shutdown()
+		d.devNATS = ns
 		log.Info("embedded NATS server (--dev)", "url", ns.ClientURL())
 	}
-
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log})
+	// The counters exist before the agent, which is given them, and before
+	// the connection, whose handlers set ward_bus_connected. nil (metrics
+	// off) is safe to call.
+	var self *metrics.Self
+	var counters agent.Counters
+	if cfg.Metrics.Listen != "" {
+		var err error
+		if self, err = metrics.New(metrics.Options{}); err != nil {
+			return err
+		}
+		counters = self
+	}
+	// The handlers use only what exists now: a reconnection is passed on
+	// through this channel to the publisher and the registrar made after.
+	reconnected := make(chan struct{}, 1)
+	nc, err := bus.Connect(bus.ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: log,
+		OnConnected: self.SetBusConnected,
+		OnReconnect: func() {
+			self.BusReconnected()
+			select {
+			case reconnected <- struct{}{}:
+			default: // one is pending: the publisher and registrar act on it once
+			}
+		}})
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	var pub *bus.Publisher
-	var routes *router.Registrar
-	var self atomic.Pointer[metrics.Self] // nil (metrics off) is safe to call
-	nc, err := bus.Connect(bus.ConnOptions{HostID: cfg.HostID, NATS: cfg.NATS, Log: log, OnReconnect: func() {
-		if pub != nil {
-			pub.Reconnected()
-		}
-		if routes != nil {
-			routes.Reconnected()
-		}
-		self.Load().BusReconnected()
-	}})
-	if err != nil {
+	d.nc = nc
+	if d.routes, err = newRegistrar(nc, dev, log); err != nil {
 		return err
 	}
-	defer nc.Close()
-	pub = bus.NewPublisher(nc, a.Outbox(), cfg.HostID, log)
-	if routes, err = newRegistrar(nc, *dev, log); err != nil {
+	if err := d.routes.Start(workCtx); err != nil {
 		return err
 	}
-	defer routes.Close()
+	if d.a, err = agent.New(agent.Options{Config: cfg, Logger: log, Counters: counters, Routes: d.routes}); err != nil {
+		return err
+	}
+	a := d.a
+	pub := bus.NewPublisher(nc, a.Outbox(), cfg.HostID, log)
+	d.publishing.Go("publisher", func() { pub.Run(pubCtx) })
+	d.publishing.Go("reconnects", func() {
+		for {
+			select {
+			case <-pubCtx.Done():
+				return
+			case <-reconnected:
+				pub.Reconnected()
+				d.routes.Reconnected()
+			}
+		}
+	})
 	rep, err := a.NewReporter(nc)
 	if err != nil {
 		return err
 	}
-	svc, err := bus.NewService(nc, a, bus.ServiceOptions{HostID: cfg.HostID, Version: version, Log: log})
-	if err != nil {
+	d.workers.Go("reporter", func() { rep.Run(workCtx) })
+	if self != nil {
+		if err := self.AddSources(metrics.Options{Samples: rep, OutboxPending: a.Outbox().Len, InstancesByState: a.CountByState}); err != nil {
+			return err
+		}
+		srv, err := metrics.Listen(cfg.Metrics.Listen, self.Registry())
+		if err != nil {
+			return err
+		}
+		d.workers.Go("metrics", func() {
+			if err := srv.Serve(workCtx); err != nil {
+				log.Warn("metrics server", "err", err)
+			}
+		})
+		log.Info("metrics", "listen", srv.Addr().String())
+	}
+	d.workers.Go("agent", func() { a.Run(workCtx) })
+	if d.svc, err = bus.NewService(nc, a, bus.ServiceOptions{HostID: cfg.HostID, Version: version, Log: log}); err != nil {
 		return err
 	}
-	defer svc.Stop()
 	l, err := localapi.Listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(cfg.Socket)
+	d.api = localapi.NewServer(a, a.Events(), log)
+	d.serving.Go("socket", func() {
+		if err := d.api.Serve(l); err != nil {
+			d.serveErr <- err
+		}
+	})
+	return nil
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log.Info("agent ready", "host", cfg.HostID, "socket", cfg.Socket, "state_dir", cfg.StateDir,
-		"cgroup", a.CgroupMode().String()+":"+cfg.Cgroup.Parent)
-	go a.Run(ctx)
-	go pub.Run(ctx)
-	go rep.Run(ctx)
-	if cfg.Metrics.Listen != "" {
-		m, err := metrics.New(metrics.Options{Samples: rep, OutboxPending: a.Outbox().Len, InstancesByState: a.CountByState})
-		if err != nil {
-			return err
-		}
-		self.Store(m)
-		a.SetCounters(m)
-		srv, err := metrics.Listen(cfg.Metrics.Listen, m.Registry())
-		if err != nil {
-			return err
-		}
-		go srv.Serve(ctx)
-		log.Info("metrics", "listen", srv.Addr().String())
+// shutdown stops what setup started, in order: stop taking requests, on
+// the bus and the socket; answer those in flight (each with its result, or
+// unavailable at drainTimeout); stop the agent's periodic work and
+// watchers; flush the outbox; close the connection; the embedded NATS
+// server last. It copes with a setup that stopped half-way.
+func (d *daemon) shutdown() {
+	log := d.log
+	// Both transports stop taking requests at once, then drain in
+	// parallel: neither's drain delays the other's stop.
+	var draining tasks.Group[string]
+	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if d.svc != nil {
+		draining.Go("bus", func() {
+			if err := d.svc.Shutdown(drainCtx); err != nil {
+				log.Warn("bus service shutdown", "err", err)
+			}
+		})
 	}
-	if err := routes.Start(ctx); err != nil {
-		return err
+	if d.api != nil {
+		draining.Go("socket", func() {
+			if err := d.api.Shutdown(drainCtx); err != nil {
+				log.Warn("socket shutdown", "err", err)
+			}
+		})
 	}
-	a.SetRoutes(routes)
-	err = localapi.Serve(ctx, l, localapi.NewHandler(a, a.Events(), log))
-	// Instances keep running: a restarted agent re-adopts them.
-	log.Info("agent stopped; instances keep running")
-	return err
+	draining.Wait(context.Background())  // bounded by drainCtx
+	d.serving.Wait(context.Background()) // the socket's Serve returns as Shutdown begins
+	// Every request is answered; their calls were cancelled at the
+	// deadline. One still in the agent then ignores cancellation: wait a
+	// little, then go without it rather than outstay the stop timeout.
+	abandonCtx, cancelAbandon := context.WithTimeout(context.Background(), abandonTimeout)
+	defer cancelAbandon()
+	inAgent := false
+	joinCalls := func(wait func(context.Context) error) {
+		if err := wait(abandonCtx); err != nil {
+			log.Warn("requests still running in the agent; exiting without them, the next agent finishes what they left", "err", err)
+			inAgent = true
+		}
+	}
+	if d.svc != nil {
+		joinCalls(d.svc.Wait)
+	}
+	if d.api != nil {
+		joinCalls(d.api.Wait)
+	}
+	d.cancelWork()
+	d.workers.Wait(context.Background()) // each returns promptly; metrics within its grace
+	if d.routes != nil {
+		d.routes.Close()
+	}
+	if d.a != nil {
+		if inAgent {
+			// Closing the agent under a call would pull its watchers
+			// out from under it; the process exit releases the locks.
+			log.Warn("agent left open: calls still running in it")
+		} else if err := d.a.Close(); err != nil {
+			log.Warn("closing the agent", "err", err)
+		}
+	}
+	d.cancelPublish()
+	d.publishing.Wait(context.Background()) // bounded by bus.FlushTimeout
+	if d.nc != nil {
+		// Drained, not just closed: a request the service's drained
+		// subscription still delivers is answered unavailable before
+		// the connection goes.
+		if err := bus.Close(d.nc, connCloseTimeout); err != nil {
+			log.Warn("closing the bus connection", "err", err)
+		}
+	}
+	if d.devNATS != nil {
+		d.devNATS.Shutdown()
+	}
 }
 
 // loadConfig returns the --dev profile, the given file, or the default file

@@ -1,5 +1,0 @@
-//go:build !linux
-
-package localapi
-
-func umask(m int) int { return m }

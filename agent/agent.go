@@ -427,11 +427,3 @@ func checkTraversable(field, dir string) error {
 		}
 	}
 }
-
-func memTotal() (int64, error) {
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil {
-		return 0, err
-	}
-	return int64(si.Totalram) * int64(si.Unit), nil
-}

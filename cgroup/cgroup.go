@@ -179,3 +179,6 @@ func weightToShares(weight uint64) uint64 {
 	}
 	return s
 }
+
+// ErrLocked reports that another process holds the parent's lock.
+var ErrLocked = errors.New("cgroup parent is in use by another agent")

@@ -5,6 +5,7 @@ package cgroup
 import (
 	"context"
 	"errors"
+	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -15,6 +16,9 @@ var errUnsupported = errors.New("cgroup: control groups are only supported on Li
 // Manager is unusable outside Linux; NewManager always fails. The type
 // exists so that code using it still compiles on a developer's machine.
 type Manager struct{}
+
+// HostMode is 0: no cgroups outside Linux.
+func HostMode() Mode { return 0 }
 
 func NewManager(cfg Config) (*Manager, error) {
 	if _, err := cfg.validate(); err != nil {
@@ -31,6 +35,7 @@ func (m *Manager) Create(string, *specs.LinuxResources) (*Group, error) { return
 func (m *Manager) Load(string) (*Group, error)                          { return nil, errUnsupported }
 func (m *Manager) List() ([]string, error)                              { return nil, errUnsupported }
 func (m *Manager) Remove(string) error                                  { return errUnsupported }
+func (m *Manager) Lock() (*os.File, error)                              { return nil, errUnsupported }
 
 // Group is unusable outside Linux.
 type Group struct{}
@@ -45,6 +50,7 @@ func (g *Group) Signal(unix.Signal) error                  { return errUnsupport
 func (g *Group) KillAll() error                            { return errUnsupported }
 func (g *Group) WaitEmpty(context.Context) error           { return errUnsupported }
 func (g *Group) Delete() error                             { return errUnsupported }
+func (g *Group) Remove() error                             { return errUnsupported }
 func (g *Group) Dirs() []string                            { return nil }
 func (g *Group) MemoryDir() string                         { return "" }
 func (g *Group) AddProc(int) error                         { return errUnsupported }

@@ -37,6 +37,19 @@ type Manager struct {
 	rmdir func(dir string) error
 }
 
+// HostMode is the cgroup version this host mounts at /sys/fs/cgroup: V2
+// for the unified hierarchy alone, V1 for legacy and hybrid hosts, 0 when
+// neither is mounted.
+func HostMode() Mode {
+	switch cgroups.Mode() {
+	case cgroups.Unified:
+		return V2
+	case cgroups.Legacy, cgroups.Hybrid:
+		return V1
+	}
+	return 0
+}
+
 // NewManager validates cfg and checks that the host has what ward needs:
 // on v1 a hierarchy for every controller under Root, on v2 a cgroup2 mount at
 // Root offering memory, cpu and pids.
@@ -47,7 +60,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.Mode == 0 {
 		cfg.Mode = V1
-		if cgroups.Mode() == cgroups.Unified {
+		if HostMode() == V2 {
 			cfg.Mode = V2
 		}
 	}
@@ -728,9 +741,6 @@ func writeFile(file, value string) error {
 	}
 	return nil
 }
-
-// ErrLocked reports that another process holds the parent's lock.
-var ErrLocked = errors.New("cgroup parent is in use by another agent")
 
 // Lock takes an exclusive lock on the parent group (creating it if
 // needed), held until the returned file is closed. Two agents sharing a

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
-
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
@@ -69,8 +67,8 @@ var doctorV1Controllers = cgroup.V1Controllers()
 
 func checkCgroups(cfg *config.Config) []checkResult {
 	const root = "/sys/fs/cgroup"
-	switch cgroups.Mode() {
-	case cgroups.Unified:
+	switch cgroup.HostMode() {
+	case cgroup.V2:
 		b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
 		if err != nil {
 			return []checkResult{{"FAIL", "cgroup", "v2: " + err.Error(), "mount cgroup2 at " + root}}
@@ -87,7 +85,7 @@ func checkCgroups(cfg *config.Config) []checkResult {
 		}
 		res := []checkResult{{"OK", "cgroup", "v2 with memory cpu pids io", ""}}
 		return append(res, checkDelegationV2(root, cfg.Cgroup.Parent))
-	case cgroups.Legacy, cgroups.Hybrid:
+	case cgroup.V1:
 		var missing []string
 		for _, c := range doctorV1Controllers {
 			if _, err := os.Stat(filepath.Join(root, c, "cgroup.procs")); err != nil {

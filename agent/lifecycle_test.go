@@ -529,3 +529,44 @@ func TestAbandonedRequestsAreNotBegun(t *testing.T) {
 		t.Fatalf("x after abandoned requests: %s, %d", rec.State, *rec.Limits.MemoryBytes)
 	}
 }
+
+// Resources marked beside are created and released side by side; a
+// failure among them still undoes exactly what was made: the others of
+// the run that succeeded, then the earlier ones, in reverse.
+func TestResourcesBesideEachOther(t *testing.T) {
+	a, k := newFakeAgent(t)
+	for i := range a.steps {
+		if n := a.steps[i].String(); n == "b" || n == "c" {
+			a.steps[i].beside = true
+		}
+	}
+	k.failOn = "create:c"
+	if _, err := fakeStart(t, a, "x"); !errors.Is(err, errFake) {
+		t.Fatalf("start: %v", err)
+	}
+	ops := k.takeOps()
+	if len(ops) != 5 || ops[0] != "create a" || ops[3] != "release b" || ops[4] != "release a" ||
+		!slices.Contains(ops[1:3], "create b") || !slices.Contains(ops[1:3], "create c FAILED") {
+		t.Fatalf("operations %v, want create a, create b and c side by side, release b, release a", ops)
+	}
+	if len(k.made) != 0 || diskRecord(t, a, "x") != nil {
+		t.Fatalf("left behind: %v", k.made)
+	}
+
+	k.failOn = ""
+	if _, err := fakeStart(t, a, "x"); err != nil {
+		t.Fatal(err)
+	}
+	k.takeOps()
+	k.failOn = "release:b"
+	if _, err := a.Stop(context.Background(), api.StopRequest{ID: "x"}); err == nil {
+		t.Fatal("stop succeeded through a failed release")
+	}
+	ops = k.takeOps()
+	if len(ops) != 3 || ops[0] != "release d" || !slices.Contains(ops[1:], "release b FAILED") || !slices.Contains(ops[1:], "release c") {
+		t.Fatalf("operations %v, want release d, then b and c side by side", ops)
+	}
+	if _, ok := k.made["a"]; !ok || len(k.made) != 2 {
+		t.Fatalf("after the failed release: %v, want a and b", k.made)
+	}
+}

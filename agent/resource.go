@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/hostward/ward/api"
 )
@@ -49,6 +51,9 @@ type step struct {
 	// processes: its end is decided right after it (see finish), while
 	// the cgroup's counters and the logs are still there to say why.
 	ends bool
+	// beside marks resources that do not depend on one another: a run of
+	// consecutive such steps is created, and released, side by side.
+	beside bool
 }
 
 // ownership is what the records own, for the leak scan.
@@ -68,12 +73,63 @@ type leak struct {
 // before it are released in reverse and the instance is forgotten; the
 // error is the failing one's.
 func (a *Agent) createAll(in *instance) error {
-	for i, s := range a.steps {
-		if err := s.create(in); err != nil {
-			a.rollback(in, i)
+	for _, run := range a.runs() {
+		errs := a.eachOf(run, func(s step) error { return s.create(in) })
+		if err := errors.Join(errs...); err != nil {
+			in.rollingBack = true
+			// Those of the run that were made, then everything before it.
+			for k := run[1] - 1; k >= run[0]; k-- {
+				if errs[k-run[0]] == nil {
+					a.releaseForRollback(in, a.steps[k])
+				}
+			}
+			a.rollback(in, run[0])
+			return firstError(errs)
+		}
+		for _, s := range a.steps[run[0]:run[1]] {
+			crashpoint(s.created)
+		}
+	}
+	return nil
+}
+
+// runs splits the steps into what is done at once: one step, or a run of
+// consecutive beside steps. Each is [first, end).
+func (a *Agent) runs() [][2]int {
+	var out [][2]int
+	for i := 0; i < len(a.steps); {
+		j := i + 1
+		for a.steps[i].beside && j < len(a.steps) && a.steps[j].beside {
+			j++
+		}
+		out = append(out, [2]int{i, j})
+		i = j
+	}
+	return out
+}
+
+// eachOf calls f for every step of run, side by side when there are
+// several, and returns their errors in step order.
+func (a *Agent) eachOf(run [2]int, f func(step) error) []error {
+	steps := a.steps[run[0]:run[1]]
+	errs := make([]error, len(steps))
+	if len(steps) == 1 {
+		errs[0] = f(steps[0])
+		return errs
+	}
+	var wg sync.WaitGroup
+	for k, s := range steps {
+		wg.Go(func() { errs[k] = f(s) })
+	}
+	wg.Wait()
+	return errs
+}
+
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
-		crashpoint(s.created)
 	}
 	return nil
 }
@@ -84,12 +140,7 @@ func (a *Agent) createAll(in *instance) error {
 func (a *Agent) rollback(in *instance, made int) {
 	in.rollingBack = true
 	for i := made - 1; i >= 0; i-- {
-		s := a.steps[i]
-		if err := s.release(in); err != nil {
-			// The leak scan removes what is left.
-			a.log.Error("rollback: release", "id", in.id, "resource", s.String(), "err", err)
-		}
-		crashpoint(s.released)
+		a.releaseForRollback(in, a.steps[i])
 	}
 	in.mu.Lock()
 	in.removed = true
@@ -99,6 +150,14 @@ func (a *Agent) rollback(in *instance, made int) {
 		delete(a.instances, in.id)
 	}
 	a.mu.Unlock()
+}
+
+func (a *Agent) releaseForRollback(in *instance, s step) {
+	if err := s.release(in); err != nil {
+		// The leak scan removes what is left.
+		a.log.Error("rollback: release", "id", in.id, "resource", s.String(), "err", err)
+	}
+	crashpoint(s.released)
 }
 
 // updateAll puts limits l in force in every resource, in order. When one
@@ -129,14 +188,21 @@ func (a *Agent) restoreLimits(in *instance, n int) {
 // that fails (a later call resumes: every release is idempotent). decide,
 // if not nil, runs once the instance's processes are gone.
 func (a *Agent) releaseAll(in *instance, decide func()) error {
-	for i := len(a.steps) - 1; i >= 0; i-- {
-		s := a.steps[i]
-		if err := s.release(in); err != nil {
-			return fmt.Errorf("release %s: %s: %w", in.id, s, err)
+	runs := a.runs()
+	for r := len(runs) - 1; r >= 0; r-- {
+		run := runs[r]
+		errs := a.eachOf(run, func(s step) error { return s.release(in) })
+		for k, err := range errs {
+			if err != nil {
+				return fmt.Errorf("release %s: %s: %w", in.id, a.steps[run[0]+k], err)
+			}
 		}
-		crashpoint(s.released)
-		if s.ends && decide != nil {
-			decide()
+		for k := run[1] - 1; k >= run[0]; k-- {
+			s := a.steps[k]
+			crashpoint(s.released)
+			if s.ends && decide != nil {
+				decide()
+			}
 		}
 	}
 	return nil

@@ -24,11 +24,10 @@ func (a *Agent) defaultSteps() []step {
 	return []step{
 		{resource: leases{a}},
 		{resource: recordFile{a}, created: "start:recorded", released: "rollback:removed"},
-		{resource: cgroupResource{a}, released: "release:cgroup"},
-		// Before the first process enters the group: nothing the
-		// instance does can run out of memory unseen.
-		{resource: memoryWatch{a}},
-		{resource: instanceDir{a}, created: "start:cgroup", released: "release:dir"},
+		// The cgroup and the directory do not depend on each other: they
+		// are made, and removed, side by side.
+		{resource: cgroupResource{a}, released: "release:cgroup", beside: true},
+		{resource: instanceDir{a}, created: "start:cgroup", released: "release:dir", beside: true},
 		{resource: processes{a}, created: "start:spawned", ends: true},
 		{resource: exitWatch{a}},
 		// The instance is running from here on: what follows announces
@@ -121,7 +120,9 @@ func (r recordFile) release(in *instance) error {
 	return r.a.commit(in, next, r.a.endEvent(in, &next), "")
 }
 
-// cgroupResource is the instance's cgroup, with its limits.
+// cgroupResource is the instance's cgroup, with its limits, and the OOM
+// watcher's registration of it — made before the first process enters the
+// group, so that nothing the instance does can run out of memory unseen.
 type cgroupResource struct{ a *Agent }
 
 func (cgroupResource) String() string { return "cgroup" }
@@ -137,20 +138,39 @@ func (r cgroupResource) create(in *instance) error {
 	if err != nil {
 		return api.Internal(err)
 	}
+	if err := r.a.watchMemory(in, g.MemoryDir(), 0); err != nil {
+		if rerr := g.Remove(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return api.Internal(fmt.Errorf("oom watcher: %w", err))
+	}
 	in.mu.Lock()
 	in.group = g
 	in.mu.Unlock()
 	return nil
 }
 
+// adopt loads the group and watches it from the OOM kills it already had;
+// recover compares them with the record's to find those that came while
+// nobody watched.
 func (r cgroupResource) adopt(in *instance) error {
 	g, err := r.a.cg.Load(in.record().Cgroup)
-	if err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+	if errors.Is(err, cgroup.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	in.mu.Lock()
 	in.group = g
 	in.mu.Unlock()
+	kills, err := oom.OOMKills(r.a.cg.Mode(), g.MemoryDir())
+	if err != nil {
+		r.a.log.Warn("reconcile: reading the OOM counter", "id", in.id, "err", err)
+	}
+	if err := r.a.watchMemory(in, g.MemoryDir(), kills); err != nil {
+		r.a.log.Error("reconcile: OOM watch; this instance's OOMs will be seen only when it ends", "id", in.id, "err", err)
+	}
 	return nil
 }
 
@@ -173,6 +193,9 @@ func (r cgroupResource) update(in *instance, l api.Limits) error {
 // rolled back after a crash has no group loaded: its name, unique among
 // the live records, finds it.
 func (r cgroupResource) release(in *instance) error {
+	// Its notifications are of no more use, and an rmdir under a live
+	// registration would only be reported back as a removal.
+	r.a.unwatchMemory(in)
 	g := in.cgroup()
 	var err error
 	if g != nil {
@@ -202,43 +225,6 @@ func (r cgroupResource) leaks(owned ownership) ([]leak, error) {
 		out = append(out, leak{key: "cg:" + n, what: "cgroup " + r.a.cg.Path(n), remove: func() error { return r.a.cg.Remove(n) }})
 	}
 	return out, nil
-}
-
-// memoryWatch is the OOM watcher's registration of the instance's group.
-type memoryWatch struct{ a *Agent }
-
-func (memoryWatch) String() string                     { return "oom watch" }
-func (memoryWatch) update(*instance, api.Limits) error { return nil }
-func (memoryWatch) leaks(ownership) ([]leak, error)    { return nil, nil }
-
-func (r memoryWatch) create(in *instance) error {
-	if err := r.a.watchMemory(in, in.cgroup().MemoryDir(), 0); err != nil {
-		return api.Internal(fmt.Errorf("oom watcher: %w", err))
-	}
-	return nil
-}
-
-// adopt watches an adopted group from the OOM kills it already had; recover
-// compares them with the record's to find those that came while nobody
-// watched.
-func (r memoryWatch) adopt(in *instance) error {
-	g := in.cgroup()
-	if g == nil {
-		return nil
-	}
-	kills, err := oom.OOMKills(r.a.cg.Mode(), g.MemoryDir())
-	if err != nil {
-		r.a.log.Warn("reconcile: reading the OOM counter", "id", in.id, "err", err)
-	}
-	if err := r.a.watchMemory(in, g.MemoryDir(), kills); err != nil {
-		r.a.log.Error("reconcile: OOM watch; this instance's OOMs will be seen only when it ends", "id", in.id, "err", err)
-	}
-	return nil
-}
-
-func (r memoryWatch) release(in *instance) error {
-	r.a.unwatchMemory(in)
-	return nil
 }
 
 // instanceDir is the instance's directory, with its disk quota and log

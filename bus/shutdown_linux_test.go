@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,56 +12,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/internal/apitest"
 )
-
-// gateAPI holds every call until release is closed or the call's context
-// ends; a call whose context ended returns a (late) result all the same.
-type gateAPI struct {
-	release   chan struct{}
-	entered   chan struct{} // a value per call begun
-	cancelled atomic.Int32  // calls whose context ended first
-}
-
-func newGateAPI() *gateAPI {
-	return &gateAPI{release: make(chan struct{}), entered: make(chan struct{}, 100)}
-}
-
-func (g *gateAPI) call(ctx context.Context, id string) (*api.Instance, error) {
-	g.entered <- struct{}{}
-	select {
-	case <-g.release:
-		return &api.Instance{ID: id}, nil
-	case <-ctx.Done():
-		g.cancelled.Add(1)
-		return &api.Instance{ID: "late-" + id}, nil
-	}
-}
-
-func (g *gateAPI) Start(ctx context.Context, r api.Request) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) Stop(ctx context.Context, r api.StopRequest) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) Limit(ctx context.Context, r api.LimitRequest) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) Info(ctx context.Context, r api.InfoRequest) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) List(context.Context, api.ListRequest) (*api.List, error) { return &api.List{}, nil }
-
-// waitEntered waits until n calls are in the API.
-func (g *gateAPI) waitEntered(t *testing.T, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		select {
-		case <-g.entered:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d of %d calls reached the API", i, n)
-		}
-	}
-}
 
 // inbox sends a stop request for id with its own reply subscription, which
 // sees every answer, not just the first.
@@ -97,7 +48,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	g := newGateAPI()
+	g := apitest.NewGate()
 	svc, err := NewService(nc, g, ServiceOptions{HostID: "h", Log: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +58,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 	for i := range subs {
 		subs[i] = inbox(t, client, "ward.h.stop", fmt.Sprint("s", i))
 	}
-	g.waitEntered(t, n)
+	g.WaitEntered(t, n)
 
 	shut := make(chan error, 1)
 	go func() { shut <- svc.Shutdown(context.Background()) }()
@@ -131,7 +82,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 		t.Fatalf("Shutdown returned (%v) with %d requests in flight", err, n)
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(g.release)
+	close(g.Release)
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown = %v", err)
 	}
@@ -141,7 +92,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 			t.Fatalf("request %d: %v %v %s; want its result", i, err, m.Header, m.Data)
 		}
 	}
-	if c := g.cancelled.Load(); c != 0 {
+	if c := g.Cancelled(); c != 0 {
 		t.Errorf("%d calls cancelled by a shutdown that waited for them", c)
 	}
 }
@@ -156,8 +107,8 @@ func TestShutdownAnswersUnavailableAtDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	g := newGateAPI()
-	defer close(g.release)
+	g := apitest.NewGate()
+	defer close(g.Release)
 	svc, err := NewService(nc, g, ServiceOptions{HostID: "h", Log: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +118,7 @@ func TestShutdownAnswersUnavailableAtDeadline(t *testing.T) {
 	for i := range subs {
 		subs[i] = inbox(t, nc, "ward.h.stop", fmt.Sprint("s", i))
 	}
-	g.waitEntered(t, n)
+	g.WaitEntered(t, n)
 
 	const drain = 300 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
@@ -190,7 +141,7 @@ func TestShutdownAnswersUnavailableAtDeadline(t *testing.T) {
 	if err := svc.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if c := g.cancelled.Load(); c != n {
+	if c := g.Cancelled(); c != n {
 		t.Fatalf("%d of %d abandoned calls saw their context end", c, n)
 	}
 	nc.Flush()
@@ -218,8 +169,8 @@ func TestShutdownThenCloseAnswersEveryRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	g := newGateAPI()
-	close(g.release)
+	g := apitest.NewGate()
+	close(g.Release)
 	svc, err := NewService(nc, g, ServiceOptions{HostID: "h", Log: quiet})
 	if err != nil {
 		t.Fatal(err)

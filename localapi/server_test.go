@@ -19,59 +19,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/internal/apitest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// gateAPI holds every call until release is closed or the call's context
-// ends; a call whose context ended returns a (late) result all the same.
-type gateAPI struct {
-	release   chan struct{}
-	entered   chan struct{}
-	cancelled atomic.Int32
-}
-
-func newGateAPI() *gateAPI {
-	return &gateAPI{release: make(chan struct{}), entered: make(chan struct{}, 100)}
-}
-
-func (g *gateAPI) call(ctx context.Context, id string) (*api.Instance, error) {
-	g.entered <- struct{}{}
-	select {
-	case <-g.release:
-		return &api.Instance{ID: id}, nil
-	case <-ctx.Done():
-		g.cancelled.Add(1)
-		return &api.Instance{ID: "late-" + id}, nil
-	}
-}
-
-func (g *gateAPI) Start(ctx context.Context, r api.Request) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) Stop(ctx context.Context, r api.StopRequest) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) Limit(ctx context.Context, r api.LimitRequest) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) Info(ctx context.Context, r api.InfoRequest) (*api.Instance, error) {
-	return g.call(ctx, r.ID)
-}
-func (g *gateAPI) List(context.Context, api.ListRequest) (*api.List, error) { return &api.List{}, nil }
-
-func (g *gateAPI) waitEntered(t *testing.T, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		select {
-		case <-g.entered:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d of %d calls reached the API", i, n)
-		}
-	}
-}
 
 // noEvents is an event source that never has one.
 type noEvents struct{}
@@ -123,11 +76,11 @@ func (s *serving) stops(n int) <-chan error {
 // TestShutdownWaitsForRequestsInFlight: Shutdown closes the socket at
 // once and returns when every request in flight has its result.
 func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
-	g := newGateAPI()
+	g := apitest.NewGate()
 	s := serve(t, g)
 	const n = 5
 	answers := s.stops(n)
-	g.waitEntered(t, n)
+	g.WaitEntered(t, n)
 	shut := make(chan error, 1)
 	go func() { shut <- s.srv.Shutdown(context.Background()) }()
 	waitFor(t, "the socket removed", func() bool {
@@ -142,7 +95,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 		t.Fatalf("Shutdown returned (%v) with %d requests in flight", err, n)
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(g.release)
+	close(g.Release)
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown = %v", err)
 	}
@@ -151,7 +104,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 			t.Errorf("request in flight: %v", err)
 		}
 	}
-	if c := g.cancelled.Load(); c != 0 {
+	if c := g.Cancelled(); c != 0 {
 		t.Errorf("%d calls cancelled by a shutdown that waited for them", c)
 	}
 }
@@ -160,12 +113,12 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 // Shutdown's context ends are answered unavailable (the late result is
 // not), and the context of their calls ends.
 func TestShutdownAnswersUnavailableAtDeadline(t *testing.T) {
-	g := newGateAPI()
-	defer close(g.release)
+	g := apitest.NewGate()
+	defer close(g.Release)
 	s := serve(t, g)
 	const n = 4
 	answers := s.stops(n)
-	g.waitEntered(t, n)
+	g.WaitEntered(t, n)
 	const drain = 300 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
@@ -186,7 +139,7 @@ func TestShutdownAnswersUnavailableAtDeadline(t *testing.T) {
 	if err := s.srv.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if c := g.cancelled.Load(); c != n {
+	if c := g.Cancelled(); c != n {
 		t.Fatalf("%d of %d abandoned calls saw their context end", c, n)
 	}
 }
@@ -194,7 +147,7 @@ func TestShutdownAnswersUnavailableAtDeadline(t *testing.T) {
 // TestShutdownEndsEventStreams: a client following the events does not
 // hold up the shutdown; its stream ends.
 func TestShutdownEndsEventStreams(t *testing.T) {
-	s := serve(t, newGateAPI())
+	s := serve(t, apitest.NewGate())
 	streamed := make(chan error, 1)
 	go func() {
 		streamed <- s.client.Events(context.Background(), func(api.Event, []byte) error { return nil })

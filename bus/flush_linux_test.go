@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hostward/ward/outbox"
 )
@@ -17,18 +15,8 @@ import (
 // context ends are published and confirmed before Run returns — here
 // JetStream acks, one per event, so the context ends with most unsent.
 func TestPublisherFlushesAtShutdown(t *testing.T) {
-	ns := runServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	nc, stream := eventStream(t)
 	ctx := context.Background()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "WARD_EVENTS", Subjects: []string{"ward.*.events.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ob, err := outbox.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -6,10 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/internal/testagent"
 )
@@ -18,21 +14,11 @@ import (
 // are confirmed by JetStream acks and land in the stream once each, in
 // order, deduplicated by message id.
 func TestEventsToJetStream(t *testing.T) {
-	ns := runServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir()})
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	nc, stream := eventStream(t)
 	ctx := context.Background()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "WARD_EVENTS", Subjects: []string{"ward.*.events.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	cfg := testagent.Config(t, testUIDMin+400)
-	cfg.NATS.Servers = []string{ns.ClientURL()}
+	cfg.NATS.Servers = []string{nc.ConnectedUrl()}
 	a := testagent.New(t, cfg)
 	wire(t, a, cfg)
 	inst, err := a.Start(ctx, api.Request{Name: "js", Command: []string{"sleep", "1000"}})

@@ -211,6 +211,11 @@ func (r *Registrar) unsubscribe() {
 
 // onStart takes a router.start or a greet reply.
 func (r *Registrar) onStart(m *nats.Msg) {
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		// The server's "no responders" to the greet: no router is
+		// listening yet. Its first router.start will find us.
+		return
+	}
 	var s startMessage
 	if err := json.Unmarshal(m.Data, &s); err != nil {
 		r.log.Warn("ignoring a malformed router announcement", "subject", m.Subject, "err", err)

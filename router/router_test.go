@@ -1,13 +1,16 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,8 +273,9 @@ func TestGreetReplyAdoptsItsInterval(t *testing.T) {
 func TestDefaultIntervalWithoutRouters(t *testing.T) {
 	ns := runServer(t)
 	regs := watchSubject(t, connect(t, ns), SubjectRegister)
-	r := newRegistrar(t, connect(t, ns), Options{Interval: 200 * time.Millisecond})
-	start(t, r) // nobody answers the greet
+	var logs lockedBuffer
+	r := newRegistrar(t, connect(t, ns), Options{Interval: 200 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	start(t, r) // nobody answers the greet: the server says so
 	if err := r.Start(context.Background()); !errors.Is(err, ErrStarted) {
 		t.Fatalf("second Start = %v, want ErrStarted", err)
 	}
@@ -283,6 +287,10 @@ func TestDefaultIntervalWithoutRouters(t *testing.T) {
 	}
 	if iv := r.Interval(); iv != 200*time.Millisecond {
 		t.Fatalf("Interval = %v, want the configured default", iv)
+	}
+	// The server's no-responders reply to the greet is not an announcement.
+	if l := logs.String(); strings.Contains(l, "level=WARN") {
+		t.Fatalf("warnings without any router: %s", l)
 	}
 	if d, err := New(connect(t, ns), Options{Host: "127.0.0.1"}); err != nil || d.Interval() != DefaultInterval {
 		t.Fatalf("default interval %v, %v; want %v", d.Interval(), err, DefaultInterval)
@@ -690,4 +698,22 @@ func BenchmarkResendAll(b *testing.B) {
 	for b.Loop() {
 		r.resendAll()
 	}
+}
+
+// lockedBuffer is a log destination safe to read while the logger writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -11,9 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/instdir"
 	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/oom"
 	"github.com/hostward/ward/quota"
@@ -145,7 +146,7 @@ func (a *Agent) recover(rec *record, announced bool) error {
 			// unconfined. Not ours to leave like that, nor to hand the uid
 			// on to.
 			p.Signal(unix.SIGKILL)
-			acl.KillUID(rec.UID)
+			accounts.KillUID(rec.UID)
 			return a.recoverFinish(in, api.StateCrashed, "cgroup vanished while the agent was down; main process killed")
 		}
 		if !errors.Is(err, spawn.ErrGone) {
@@ -357,7 +358,7 @@ func (a *Agent) removeLeakedDir(dir string) error {
 	if a.quota.Name() == "btrfs" || st.Uid != 0 && !leased {
 		return a.quota.Remove(quota.Target{Dir: dir, UID: st.Uid})
 	}
-	return acl.RemoveDir(dir)
+	return instdir.Remove(dir)
 }
 
 // sightings counts one more scan that found key unowned and says whether it

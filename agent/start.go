@@ -13,9 +13,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/instdir"
 	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
@@ -260,7 +260,7 @@ func (a *Agent) prepareDir(rec *record) (stdout, stderr *os.File, err error) {
 	if err := a.quota.Create(a.quotaTarget(rec), *rec.Limits.DiskBytes); err != nil {
 		return nil, nil, err
 	}
-	return acl.PrepareDir(rec.Dir, rec.UID, a.cfg.Users.GID)
+	return instdir.Prepare(rec.Dir, rec.UID, a.cfg.Users.GID)
 }
 
 // quotaTarget names an instance's directory and uid to the quota backend.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
@@ -160,7 +161,7 @@ func writable(dir string) error {
 
 func checkUIDPool(cfg *config.Config) []checkResult {
 	u := cfg.Users
-	pool := acl.NewUIDPool(u.UIDMin, u.UIDMax, u.Group, uint32(u.GID))
+	pool := accounts.NewUIDPool(u.UIDMin, u.UIDMax, u.Group, uint32(u.GID))
 	var res []checkResult
 	if err := pool.CheckPasswd("/etc/passwd"); err != nil {
 		res = append(res, checkResult{"FAIL", "uid pool", err.Error(), "change users.uid_min/uid_max in the config"})

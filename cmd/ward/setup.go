@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/quota"
@@ -138,14 +139,14 @@ func lockSetup(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-func (e *setupEnv) accounts() acl.Accounts {
+func (e *setupEnv) accounts() accounts.Entries {
 	u := e.cfg.Users
-	return acl.Accounts{EtcDir: e.etcDir, Group: u.Group, GID: uint32(u.GID), UIDMin: u.UIDMin, UIDMax: u.UIDMax, Users: u.CreatePasswd}
+	return accounts.Entries{EtcDir: e.etcDir, Group: u.Group, GID: uint32(u.GID), UIDMin: u.UIDMin, UIDMax: u.UIDMax, Users: u.CreatePasswd}
 }
 
 func applyAccounts(e *setupEnv) (string, error) {
 	a := e.accounts()
-	rep, err := acl.EnsureAccounts(a, e.journal("accounts"))
+	rep, err := accounts.Ensure(a, e.journal("accounts"))
 	if err != nil {
 		return "", err
 	}
@@ -164,7 +165,7 @@ func applyAccounts(e *setupEnv) (string, error) {
 }
 
 func undoAccounts(e *setupEnv) (string, error) {
-	rep, err := acl.UndoAccounts(e.journal("accounts"))
+	rep, err := accounts.Undo(e.journal("accounts"))
 	if err != nil {
 		return "", err
 	}

@@ -1,4 +1,4 @@
-package acl
+package accounts
 
 import (
 	"bufio"
@@ -36,7 +36,7 @@ func NewUIDPool(min, max int, group string, gid uint32) *UIDPool {
 func (p *UIDPool) CheckPasswd(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("acl: %w", err)
+		return fmt.Errorf("accounts: %w", err)
 	}
 	defer f.Close()
 	return p.checkPasswd(f, path)
@@ -61,7 +61,7 @@ func (p *UIDPool) checkPasswd(r io.Reader, path string) error {
 		clashes = append(clashes, fmt.Sprintf("%s (uid %d, %s line %d)", f[0], uid, path, line))
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("acl: read %s: %w", path, err)
+		return fmt.Errorf("accounts: read %s: %w", path, err)
 	}
 	if len(clashes) > 0 {
 		return fmt.Errorf("%w: users.uid_min..uid_max = %d..%d contains %s; move the range or the users",

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/config"
 )
 
 // btrfsBackend makes every instance directory a btrfs subvolume S and
@@ -31,7 +33,7 @@ import (
 // write is checked against the limit when its space is reserved.
 type btrfsBackend struct{ path string }
 
-func (*btrfsBackend) Name() string { return "btrfs" }
+func (*btrfsBackend) Name() config.QuotaBackend { return config.QuotaBtrfs }
 
 func (b *btrfsBackend) Create(t Target, limitBytes int64) error {
 	if err := checkTarget(t, b.path, false); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
 )
 
@@ -45,7 +46,7 @@ func newBtrfsFS(t testing.TB, simpleQuota bool) *btrfsFS {
 	if err := os.Mkdir(inst, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	b, err := New("btrfs", mnt)
+	b, err := New(config.QuotaBtrfs, mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +545,7 @@ func TestBtrfsVerify(t *testing.T) {
 // agent starting) leave each other alone and both pass.
 func TestBtrfsVerifyConcurrent(t *testing.T) {
 	f := newBtrfsFS(t, true)
-	b2, err := New("btrfs", f.mnt)
+	b2, err := New(config.QuotaBtrfs, f.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,7 +600,7 @@ func TestBtrfsVerifyNotEnforced(t *testing.T) {
 	})
 	t.Run("not btrfs", func(t *testing.T) {
 		dir := ext4Dir(t)
-		b, err := New("btrfs", dir)
+		b, err := New(config.QuotaBtrfs, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -609,7 +610,7 @@ func TestBtrfsVerifyNotEnforced(t *testing.T) {
 		}
 	})
 	t.Run("missing path", func(t *testing.T) {
-		b, err := New("btrfs", "/nonexistent/ward-quota")
+		b, err := New(config.QuotaBtrfs, "/nonexistent/ward-quota")
 		if err != nil {
 			t.Fatal(err)
 		}

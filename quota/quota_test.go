@@ -6,11 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hostward/ward/config"
 )
 
 func TestNewRejectsBadArguments(t *testing.T) {
 	for _, c := range []struct {
-		kind, path, field string
+		kind        config.QuotaBackend
+		path, field string
 	}{
 		{"zfs", "/srv", "kind"},
 		{"", "/srv", "kind"},
@@ -24,7 +27,7 @@ func TestNewRejectsBadArguments(t *testing.T) {
 			t.Errorf("New(%q, %q): err = %v, want one naming %q", c.kind, c.path, err, c.field)
 		}
 	}
-	if b, err := New("none", ""); err != nil || b.Name() != "none" {
+	if b, err := New(config.QuotaNone, ""); err != nil || b.Name() != config.QuotaNone {
 		t.Errorf("New(none, \"\") = %v, %v", b, err)
 	}
 }
@@ -60,7 +63,7 @@ func TestCheckTarget(t *testing.T) {
 
 func TestNoneBackend(t *testing.T) {
 	root := t.TempDir()
-	b, err := New("none", root)
+	b, err := New(config.QuotaNone, root)
 	if err != nil {
 		t.Fatal(err)
 	}

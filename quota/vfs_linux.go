@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/config"
 )
 
 // vfsBackend drives the kernel's generic disk quotas (ext4, XFS) through
@@ -24,12 +26,12 @@ import (
 //
 // Limits are set in 1 KiB quota blocks, rounded up from bytes.
 type vfsBackend struct {
-	kind  string
+	kind  config.QuotaBackend
 	qtype uint32
 	path  string
 }
 
-func (b *vfsBackend) Name() string { return b.kind }
+func (b *vfsBackend) Name() config.QuotaBackend { return b.kind }
 
 func (b *vfsBackend) Create(t Target, limitBytes int64) error {
 	if err := checkTarget(t, b.path, true); err != nil {

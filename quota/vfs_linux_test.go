@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
 	"github.com/hostward/ward/internal/testroot"
 )
@@ -145,7 +146,7 @@ func TestQuotactlAnswers(t *testing.T) {
 
 func TestVFSVerifyNotEnforced(t *testing.T) {
 	testroot.Require(t)
-	for _, kind := range []string{"project", "user"} {
+	for _, kind := range []config.QuotaBackend{config.QuotaProject, config.QuotaUser} {
 		b, err := New(kind, ext4Dir(t))
 		if err != nil {
 			t.Fatal(err)
@@ -168,7 +169,7 @@ func TestVFSVerifyNotEnforced(t *testing.T) {
 // Create must leave nothing when the kernel refuses the quota.
 func TestVFSCreateRollsBack(t *testing.T) {
 	testroot.Require(t)
-	for _, kind := range []string{"project", "user"} {
+	for _, kind := range []config.QuotaBackend{config.QuotaProject, config.QuotaUser} {
 		root := ext4Dir(t)
 		b, err := New(kind, root)
 		if err != nil {

@@ -198,7 +198,7 @@ func lookupGroup(name string) (int, bool) {
 }
 
 func checkQuota(cfg *config.Config) checkResult {
-	if cfg.Quota.Backend == "none" {
+	if cfg.Quota.Backend == config.QuotaNone {
 		return checkResult{"WARN", "quota", "backend none: disk limits are recorded but not enforced", "set quota.backend (btrfs, project or user)"}
 	}
 	dir := cfg.InstancesDir()
@@ -207,7 +207,7 @@ func checkQuota(cfg *config.Config) checkResult {
 		return checkResult{"FAIL", "quota", err.Error(), "fix quota.backend / quota.path"}
 	}
 	if os.Geteuid() != 0 {
-		return checkResult{"WARN", "quota", "backend " + cfg.Quota.Backend + ": enforcement not checked (needs root)", "run ward doctor as root"}
+		return checkResult{"WARN", "quota", "backend " + string(cfg.Quota.Backend) + ": enforcement not checked (needs root)", "run ward doctor as root"}
 	}
 	// Verify writes a probe into the instances dir, which must exist.
 	if _, err := os.Stat(dir); err != nil {

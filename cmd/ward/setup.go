@@ -206,13 +206,13 @@ func undoACL(e *setupEnv) (string, error) {
 // are mount options and quotaon's business: for them this only checks.
 func applyQuota(e *setupEnv) (string, error) {
 	kind, dir := e.cfg.Quota.Backend, e.cfg.InstancesDir()
-	if kind == "none" {
+	if kind == config.QuotaNone {
 		return "backend none: disk limits are recorded, not enforced", nil
 	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", err
 	}
-	if kind == "btrfs" {
+	if kind == config.QuotaBtrfs {
 		if err := quota.EnableBtrfsQuota(dir); err != nil {
 			return "", err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -27,6 +28,13 @@ type UIDPool struct {
 // NewUIDPool returns a pool over [min, max] whose members run with gid.
 func NewUIDPool(min, max int, group string, gid uint32) *UIDPool {
 	return &UIDPool{Pool: lease.New(min, max), GID: gid, Group: group}
+}
+
+// IsLeased reports whether uid is leased to an instance: the question a
+// quota backend asks before clearing the quota of a uid (see
+// quota.Backend.RemoveLeftover).
+func (p *UIDPool) IsLeased(uid uint32) bool {
+	return uid <= math.MaxInt32 && p.Held(int(uid))
 }
 
 // CheckPasswd fails with ErrPoolOverlap when a user in the passwd file at

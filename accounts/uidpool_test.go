@@ -27,3 +27,23 @@ func TestCheckPasswd(t *testing.T) {
 		}
 	}
 }
+
+func TestIsLeased(t *testing.T) {
+	p := NewUIDPool(20000, 20009, "ward", 20000)
+	uid, err := p.Acquire("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.IsLeased(uint32(uid)) {
+		t.Errorf("uid %d leased to a: IsLeased false", uid)
+	}
+	for _, free := range []uint32{uint32(uid) + 1, 0, 1 << 31, 1<<32 - 1} {
+		if p.IsLeased(free) {
+			t.Errorf("uid %d: IsLeased true", free)
+		}
+	}
+	p.Release(uid, "a")
+	if p.IsLeased(uint32(uid)) {
+		t.Errorf("uid %d released: IsLeased true", uid)
+	}
+}

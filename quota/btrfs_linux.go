@@ -191,6 +191,13 @@ func (b *btrfsBackend) Remove(t Target) error {
 	return nil
 }
 
+// RemoveLeftover is Remove whoever owns dir: the quota is keyed by the
+// subvolume, not by a uid, so it is the leftover's own whatever uid is
+// leased.
+func (b *btrfsBackend) RemoveLeftover(dir string, _ func(uint32) bool) error {
+	return b.Remove(Target{Dir: dir})
+}
+
 // teardown removes subvolume name (id; 0 if unknown) in pfd, the tenant's
 // subvolumes nested in it and their qgroups. A subvolume created while it
 // runs makes the destroy fail with ENOTEMPTY; it then starts over, a few

@@ -38,6 +38,16 @@ type Backend interface {
 	// missing directory is not an error, so Remove can simply be called
 	// again after a crash.
 	Remove(t Target) error
+	// RemoveLeftover deletes dir, an instance directory no instance owns
+	// (a crash left it between its creation and its record, or between
+	// the instance's end and its removal), with whatever quota of it is
+	// the backend's to drop. Only dir is known, not the uid it was made
+	// for: a backend that keys quotas by uid takes the directory's owner,
+	// and leaves the quota alone when that is root (the start failed
+	// before handing the directory over) or a uid leased reports as held
+	// by a live instance, whose limit it now is. A missing directory is
+	// not an error.
+	RemoveLeftover(dir string, leased func(uid uint32) bool) error
 	// Verify proves that the backend really enforces limits on its path,
 	// or returns an error wrapping ErrNotEnforced that says what is
 	// missing and how to fix it. It is meant for agent startup and
@@ -164,6 +174,11 @@ func (b noneBackend) Remove(t Target) error {
 		return fmt.Errorf("quota: remove %s: %w", t.Dir, err)
 	}
 	return nil
+}
+
+// RemoveLeftover removes the directory: there is no quota to drop.
+func (b noneBackend) RemoveLeftover(dir string, _ func(uint32) bool) error {
+	return b.Remove(Target{Dir: dir})
 }
 
 // Verify succeeds: "none" promises no enforcement.

@@ -106,3 +106,27 @@ func TestNoneBackend(t *testing.T) {
 		t.Errorf("Create outside the path: err = %v", err)
 	}
 }
+
+func TestNoneRemoveLeftover(t *testing.T) {
+	root := t.TempDir()
+	b, err := New(config.QuotaNone, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "left")
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RemoveLeftover(dir, func(uint32) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after RemoveLeftover: %v", err)
+	}
+	if err := b.RemoveLeftover(dir, nil); err != nil {
+		t.Errorf("second RemoveLeftover: %v", err)
+	}
+	if err := b.RemoveLeftover("/elsewhere/left", nil); err == nil || !strings.Contains(err.Error(), "target.dir") {
+		t.Errorf("RemoveLeftover outside the path: err = %v", err)
+	}
+}

@@ -2,17 +2,15 @@ package acl
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/atomicfile"
+	"github.com/hostward/ward/journal"
 )
 
 // The deny list
@@ -40,32 +38,6 @@ import (
 // and UndoDeny finishes the job. A crash between the journal and the last
 // change leaves the same: a journal covering everything, for a rerun or an
 // undo.
-
-// ErrJournalGID reports a deny journal written for another gid: the entries
-// on disk deny a group the configuration no longer names.
-var ErrJournalGID = errors.New("deny journal is for another gid")
-
-// DenyReport says what ApplyDeny did. Paths are the resolved targets except
-// in Absent, which lists deny-list paths as given.
-type DenyReport struct {
-	Denied   []string // given the entry by this run
-	Already  []string // carried the entry already
-	Absent   []string // deny-list paths that do not exist (skipped)
-	Restored []string // no longer on the list: their ACL is as before again
-}
-
-// UndoReport says what UndoDeny did.
-type UndoReport struct {
-	Restored []string // ACL back to the recorded bytes (or none)
-	Skipped  []string // gone or replaced since the apply: "<path>: <why>"
-}
-
-// DenyStatus is the deny list as found on disk, by CheckDeny.
-type DenyStatus struct {
-	Denied []string // targets carrying the entry
-	Drift  []string // present targets lacking it
-	Absent []string // deny-list paths that do not exist
-}
 
 type denyJournal struct {
 	GID     uint32       `json:"gid"`
@@ -183,7 +155,7 @@ type change struct {
 // target had first, and restores the targets the journal holds that the
 // list no longer leads to. It is idempotent. Paths that do not exist are
 // skipped and reported; any other bad path is an error and nothing changes.
-func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err error) {
+func ApplyDeny(paths []string, gid uint32, journalPath string) (rep DenyReport, err error) {
 	targets, absent, err := resolve(paths)
 	if err != nil {
 		return DenyReport{}, err
@@ -191,13 +163,13 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 	defer closeAll(targets)
 	rep.Absent = absent
 
-	oldRaw, old, err := readDenyJournal(journal)
+	oldRaw, old, err := readDenyJournal(journalPath)
 	if err != nil {
 		return DenyReport{}, err
 	}
 	if oldRaw != nil && old.GID != gid {
 		return DenyReport{}, fmt.Errorf("acl: %w: %s denies gid %d, users.gid is %d; run `ward setup --undo` with the old configuration first",
-			ErrJournalGID, journal, old.GID, gid)
+			ErrJournalGID, journalPath, old.GID, gid)
 	}
 	known := map[inode]denyRecord{}
 	for _, r := range old.Targets {
@@ -242,10 +214,10 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 		}
 	}
 	if len(next.Targets)+len(stale) > 0 {
-		during := encodeJournal(denyJournal{GID: gid, Targets: append(append([]denyRecord(nil), next.Targets...), stale...)})
+		during := journal.Encode(denyJournal{GID: gid, Targets: append(append([]denyRecord(nil), next.Targets...), stale...)})
 		// A rerun with nothing new records nothing new: no write, no fsync.
 		if !bytes.Equal(during, oldRaw) {
-			if err := writeJournalBytes(journal, during); err != nil {
+			if err := journal.Write(journalPath, during); err != nil {
 				return DenyReport{}, err
 			}
 		}
@@ -258,7 +230,7 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 		}
 		if err := fsetACL(c.t.fd, c.want, false); err != nil {
 			err = fmt.Errorf("acl: deny %s (for %s): %w", c.t.path, c.t.from[0], err)
-			return DenyReport{}, rollbackDeny(changes[:i], journal, oldRaw, err)
+			return DenyReport{}, rollbackDeny(changes[:i], journalPath, oldRaw, err)
 		}
 		rep.Denied = append(rep.Denied, c.t.path)
 	}
@@ -274,7 +246,7 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 		}
 	}
 	if len(stale) > 0 {
-		if err := writeOrRemoveDenyJournal(journal, next); err != nil {
+		if err := writeOrRemoveDenyJournal(journalPath, next); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -284,7 +256,7 @@ func ApplyDeny(paths []string, gid uint32, journal string) (rep DenyReport, err 
 // rollbackDeny undoes the changes made before a failure and returns the
 // journal to its previous state. When a target cannot be put back, the
 // journal (which covers every target) stays for UndoDeny.
-func rollbackDeny(done []change, journal string, oldRaw []byte, cause error) error {
+func rollbackDeny(done []change, journalPath string, oldRaw []byte, cause error) error {
 	var errs []error
 	for _, c := range done {
 		if !c.changed {
@@ -295,13 +267,13 @@ func rollbackDeny(done []change, journal string, oldRaw []byte, cause error) err
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w; rolling back failed too (%w): `ward setup --undo` restores from %s", cause, errors.Join(errs...), journal)
+		return fmt.Errorf("%w; rolling back failed too (%w): `ward setup --undo` restores from %s", cause, errors.Join(errs...), journalPath)
 	}
 	var err error
 	if oldRaw == nil {
-		err = removeJournal(journal)
+		err = journal.Remove(journalPath)
 	} else {
-		err = writeJournalBytes(journal, oldRaw)
+		err = journal.Write(journalPath, oldRaw)
 	}
 	if err != nil {
 		return fmt.Errorf("%w; the ACLs were rolled back but the journal was not: %w", cause, err)
@@ -314,8 +286,8 @@ func rollbackDeny(done []change, journal string, oldRaw []byte, cause error) err
 // gone or is another inode now (a package upgrade replaced the file) is
 // skipped: its ACL is not ours to set. Targets that fail stay in the
 // journal, so a rerun finishes the job. No journal means nothing to undo.
-func UndoDeny(journal string) (UndoReport, error) {
-	raw, j, err := readDenyJournal(journal)
+func UndoDeny(journalPath string) (UndoReport, error) {
+	raw, j, err := readDenyJournal(journalPath)
 	if err != nil || raw == nil {
 		return UndoReport{}, err
 	}
@@ -334,7 +306,7 @@ func UndoDeny(journal string) (UndoReport, error) {
 			rep.Restored = append(rep.Restored, r.Path)
 		}
 	}
-	if err := writeOrRemoveDenyJournal(journal, left); err != nil {
+	if err := writeOrRemoveDenyJournal(journalPath, left); err != nil {
 		errs = append(errs, err)
 	}
 	return rep, errors.Join(errs...)
@@ -397,7 +369,7 @@ func CheckDeny(paths []string, gid uint32) (DenyStatus, error) {
 
 func readDenyJournal(path string) ([]byte, denyJournal, error) {
 	var j denyJournal
-	raw, err := readJournal(path, "deny", &j)
+	raw, err := journal.Read(path, "deny", &j)
 	if raw == nil || err != nil {
 		return nil, j, err
 	}
@@ -416,56 +388,7 @@ func readDenyJournal(path string) ([]byte, denyJournal, error) {
 
 func writeOrRemoveDenyJournal(path string, j denyJournal) error {
 	if len(j.Targets) == 0 {
-		return removeJournal(path)
+		return journal.Remove(path)
 	}
-	return writeJournalBytes(path, encodeJournal(j))
-}
-
-// readJournal decodes the journal at path into v, strictly: a journal
-// with fields this version does not know is not guessed at. A missing
-// journal is (nil, nil); otherwise the raw bytes come back too, for
-// comparing with what would be written.
-func readJournal(path, what string, v any) ([]byte, error) {
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("acl: %s journal: %w", what, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return nil, fmt.Errorf("acl: %s journal %s: %w", what, path, err)
-	}
-	return raw, nil
-}
-
-// encodeJournal is a journal's file content. It cannot fail: journals
-// hold strings, numbers, bools and byte slices.
-func encodeJournal(j any) []byte {
-	b, _ := json.MarshalIndent(j, "", "  ")
-	return append(b, '\n')
-}
-
-// writeJournalBytes replaces the journal durably: the change it announces
-// must not reach the disk before it does.
-func writeJournalBytes(path string, b []byte) error {
-	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
-		return fmt.Errorf("acl: journal: %w", err)
-	}
-	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("acl: journal: %w", err)
-	}
-	return nil
-}
-
-func removeJournal(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("acl: journal: %w", err)
-	}
-	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("acl: journal: %w", err)
-	}
-	return nil
+	return journal.Write(path, journal.Encode(j))
 }

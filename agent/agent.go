@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
@@ -56,7 +56,7 @@ type Agent struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	cg        *cgroup.Manager
-	uids      *acl.UIDPool
+	uids      *accounts.UIDPool
 	ports     *lease.Pool
 	store     *store
 	events    *Broker
@@ -149,7 +149,7 @@ func New(opts Options) (*Agent, error) {
 		closing:   make(chan struct{}),
 		instances: make(map[string]*instance),
 		unowned:   make(map[string]int),
-		uids:      acl.NewUIDPool(cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.Group, uint32(cfg.Users.GID)),
+		uids:      accounts.NewUIDPool(cfg.Users.UIDMin, cfg.Users.UIDMax, cfg.Users.Group, uint32(cfg.Users.GID)),
 		ports:     lease.New(cfg.Ports.Min, cfg.Ports.Max),
 		instDir:   cfg.InstancesDir(),
 		store:     &store{dir: filepath.Join(cfg.StateDir, "records")},

@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bytes"
 	"fmt"
-	"strings"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/instdir"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -67,59 +65,6 @@ func oomReason(f endFacts) string {
 	return fmt.Sprintf("out of memory: %d byte limit, %s", f.limit, kills)
 }
 
-// stderrTailBytes and stderrTailLines bound what of an instance's stderr is
-// kept with its end: enough for a stack trace's last lines, small enough for
-// an event.
-const (
-	stderrTailBytes = 2048
-	stderrTailLines = 10
-)
-
-// stderrTail returns the last lines of the instance's stderr log. The logs
-// directory belongs to the instance, so the file is opened the way rotate
-// opens it: no symlinks followed, nothing but a regular file of its uid.
-func stderrTail(dir string, uid int) string {
-	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	dfd, err := unix.Open(dir, dirFlags, 0)
-	if err != nil {
-		return ""
-	}
-	defer unix.Close(dfd)
-	lfd, err := unix.Openat(dfd, "logs", dirFlags, 0)
-	if err != nil {
-		return ""
-	}
-	defer unix.Close(lfd)
-	fd, err := unix.Openat(lfd, "stderr.log", unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return ""
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != uid || st.Size == 0 {
-		return ""
-	}
-	buf := make([]byte, min(st.Size, stderrTailBytes))
-	n, _ := unix.Pread(fd, buf, st.Size-int64(len(buf)))
-	return lastLines(buf[:max(n, 0)], stderrTailLines, st.Size > int64(len(buf)))
-}
-
-// lastLines returns up to n trailing lines of b as valid UTF-8. When b is
-// the end of a longer file (cut), its first line is a fragment and dropped.
-func lastLines(b []byte, n int, cut bool) string {
-	if cut {
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	b = bytes.TrimRight(b, "\n")
-	lines := bytes.Split(b, []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	s := string(bytes.Join(lines, []byte("\n")))
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	return s
-}
+// stderrTail returns the last lines of the instance's stderr log, read
+// without trusting the instance's directory (see instdir.StderrTail).
+func stderrTail(dir string, uid int) string { return instdir.StderrTail(dir, uid) }

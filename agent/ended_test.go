@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -40,51 +38,5 @@ func TestClassifyEnd(t *testing.T) {
 		if state != c.want || !strings.HasPrefix(reason, c.reason) {
 			t.Errorf("%s: got %s %q, want %s %q", c.name, state, reason, c.want, c.reason)
 		}
-	}
-}
-
-func TestStderrTail(t *testing.T) {
-	dir := t.TempDir()
-	os.Mkdir(filepath.Join(dir, "logs"), 0o700)
-	p := filepath.Join(dir, "logs", "stderr.log")
-	uid := os.Getuid()
-	if got := stderrTail(dir, uid); got != "" {
-		t.Errorf("no log: %q", got)
-	}
-	var b strings.Builder
-	for i := 0; i < 1000; i++ {
-		b.WriteString("line ")
-		b.WriteString(strings.Repeat("x", i%7))
-		b.WriteString("\n")
-	}
-	b.WriteString("panic: boom\n\xff\n")
-	os.WriteFile(p, []byte(b.String()), 0o600)
-	got := stderrTail(dir, uid)
-	lines := strings.Split(got, "\n")
-	if len(lines) != stderrTailLines || lines[len(lines)-2] != "panic: boom" || lines[len(lines)-1] != "\uFFFD" {
-		t.Errorf("tail %q", got)
-	}
-	if got := stderrTail(dir, uid+1); got != "" {
-		t.Errorf("a file of another uid was read: %q", got)
-	}
-	// A symlink planted by the instance is not followed.
-	os.Remove(p)
-	os.Symlink("/etc/hostname", p)
-	if got := stderrTail(dir, uid); got != "" {
-		t.Errorf("symlink followed: %q", got)
-	}
-	// A FIFO in its place neither blocks the agent nor is read.
-	os.Remove(p)
-	if err := unix.Mkfifo(p, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got := stderrTail(dir, uid); got != "" {
-		t.Errorf("FIFO read: %q", got)
-	}
-	// A short log is read whole, its first line kept.
-	os.Remove(p)
-	os.WriteFile(p, []byte("only\n"), 0o600)
-	if got := stderrTail(dir, uid); got != "only" {
-		t.Errorf("short log: %q", got)
 	}
 }

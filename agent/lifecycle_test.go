@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/lease"
@@ -105,7 +105,7 @@ func newFakeAgent(t *testing.T) (*Agent, *fakeKernel) {
 		instances: map[string]*instance{},
 		unowned:   map[string]int{},
 		closing:   make(chan struct{}),
-		uids:      acl.NewUIDPool(30000, 30009, "ward", 30000),
+		uids:      accounts.NewUIDPool(30000, 30009, "ward", 30000),
 		ports:     lease.New(50000, 50009),
 		store:     &store{dir: recs},
 		outbox:    ob,

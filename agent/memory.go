@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/oom"
 )
 
@@ -63,7 +64,7 @@ func (a *Agent) onMemoryEvent(ev oom.Event) {
 // ended, and its exit watcher reports that instead.
 const notifyGrace = 100 * time.Millisecond
 
-func (a *Agent) policyKill() bool { return a.cfg.OOM.Policy != "notify" }
+func (a *Agent) policyKill() bool { return a.cfg.OOM.Policy != config.OOMNotify }
 
 // handleOOM applies oom.policy to an instance the kernel reports out of
 // memory. kill: the whole instance is killed at once, and its exit watcher

@@ -54,15 +54,15 @@ func BenchmarkStartQuota(b *testing.B) {
 		b.Fatal(err)
 	}
 	os.Chmod(mnt, 0o711)
-	agentOn := func(backend string, uidMin int) *Agent {
+	agentOn := func(backend config.QuotaBackend, uidMin int) *Agent {
 		return newTestAgent(b, func(c *config.Config) {
 			c.StateDir = benchStateDir(b)
 			c.Quota.Backend = backend
-			c.Quota.Path = filepath.Join(mnt, backend)
+			c.Quota.Path = filepath.Join(mnt, string(backend))
 			c.Users.UIDMin, c.Users.UIDMax, c.Users.GID = uidMin, uidMin+499, uidMin
 		})
 	}
-	plain, quoted := agentOn("none", testUIDMin), agentOn("btrfs", testUIDMin+500)
+	plain, quoted := agentOn(config.QuotaNone, testUIDMin), agentOn(config.QuotaBtrfs, testUIDMin+500)
 	ctx := context.Background()
 	var withQuota, without latency.Sample
 	cycle := func(a *Agent, s *latency.Sample, i int) {

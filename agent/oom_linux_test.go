@@ -237,7 +237,7 @@ func TestStopWhileOOMing(t *testing.T) {
 // TestOOMPolicyNotify: the kernel kills the hog and the instance lives
 // on; everyone hears of it.
 func TestOOMPolicyNotify(t *testing.T) {
-	a := newTestAgent(t, func(c *config.Config) { c.OOM.Policy = "notify" })
+	a := newTestAgent(t, func(c *config.Config) { c.OOM.Policy = config.OOMNotify })
 	te := collectEvents(t, a)
 	mem := int64(32 << 20)
 	inst := mustStart(t, a, api.Request{Name: "notify", Limits: api.Limits{MemoryBytes: &mem},

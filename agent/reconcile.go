@@ -6,12 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/lease"
-	"github.com/hostward/ward/quota"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -268,26 +264,10 @@ func (a *Agent) scanLeaks(startup bool) {
 }
 
 // removeLeakedDir removes an instance directory no record owns, with its
-// quota. The project and user backends keep a quota under the owner's uid:
-// when that uid is leased again (to a live instance) or unknown (root's: the
-// start failed before handing the directory over), the directory goes but
-// the uid's quota stays as it is — clearing it would lift the live
-// instance's limit.
+// quota: the backend knows which of its quotas a leftover takes along
+// (a uid's only when no live instance holds that uid).
 func (a *Agent) removeLeakedDir(dir string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		return err
-	}
-	_, leased := a.uids.Leased()[int(st.Uid)]
-	// btrfs keys a quota by its directory (a subvolume): Remove is right
-	// whoever owns it.
-	if a.quota.Name() == "btrfs" || st.Uid != 0 && !leased {
-		return a.quota.Remove(quota.Target{Dir: dir, UID: st.Uid})
-	}
-	return acl.RemoveDir(dir)
+	return a.quota.RemoveLeftover(dir, a.uids.IsLeased)
 }
 
 // sightings counts one more scan that found key unowned and says whether it

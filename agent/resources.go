@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hostward/ward/acl"
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/lease"
@@ -486,5 +486,5 @@ func (in *instance) killedForOOM() bool {
 // unconfined, or the uid handed on.
 func killUnconfined(p *spawn.Process, uid int) {
 	p.Signal(unix.SIGKILL)
-	acl.KillUID(uid)
+	accounts.KillUID(uid)
 }

@@ -11,8 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/instdir"
 	"github.com/hostward/ward/quota"
 )
 
@@ -149,7 +149,7 @@ func (a *Agent) prepareDir(rec record) (stdout, stderr *os.File, err error) {
 	if err := a.quota.Create(a.quotaTarget(rec), *rec.Limits.DiskBytes); err != nil {
 		return nil, nil, err
 	}
-	return acl.PrepareDir(rec.Dir, rec.UID, a.cfg.Users.GID)
+	return instdir.Prepare(rec.Dir, rec.UID, a.cfg.Users.GID)
 }
 
 // quotaTarget names an instance's directory and uid to the quota backend.

@@ -5,7 +5,9 @@
 // needs the keys an operator wants to change, and `ward agent --dev` needs no
 // file at all (see Dev). Decoding is strict: an unknown key is an error rather
 // than silently ignored, because a misspelt limit that falls back to its
-// default is worse than a refusal to start.
+// default is worse than a refusal to start. Keys that take one of a few words
+// (quota.backend, oom.policy) are typed enums (QuotaBackend, OOMPolicy):
+// the file holds the plain word, the code compares constants.
 package config
 
 import (
@@ -86,7 +88,7 @@ type Limits struct {
 
 // Quota selects how disk limits are enforced.
 type Quota struct {
-	Backend string `yaml:"backend"` // none | btrfs | project | user
+	Backend QuotaBackend `yaml:"backend"`
 	// Path is the filesystem holding instance dirs, when not state_dir.
 	Path string `yaml:"path"`
 }
@@ -132,7 +134,7 @@ type Weights struct {
 
 // OOM configures what happens when an instance hits its memory limit.
 type OOM struct {
-	Policy string `yaml:"policy"` // kill | notify
+	Policy OOMPolicy `yaml:"policy"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -223,11 +225,11 @@ func Default() *Config {
 			Pids:        512,
 			DiskBytes:   1 * gib,
 		},
-		Quota:  Quota{Backend: "none"},
+		Quota:  Quota{Backend: QuotaNone},
 		ACL:    ACL{Deny: DefaultDeny()},
 		NATS:   NATS{Servers: []string{"nats://127.0.0.1:4222"}},
 		Report: Report{Interval: Duration(2 * time.Second), Weights: Weights{Host: 0.3, Instance: 0.7, CPU: 0.3, Memory: 0.7}},
-		OOM:    OOM{Policy: "kill"},
+		OOM:    OOM{Policy: OOMKill},
 		Stop:   Stop{Timeout: Duration(10 * time.Second)},
 		Logs:   Logs{MaxBytes: 10 * mib, Keep: 1},
 		Reconcile: Reconcile{

@@ -101,10 +101,8 @@ func (c *Config) Validate() error {
 	}
 	v.nonNegative("defaults.disk_bytes", d.DiskBytes)
 
-	switch c.Quota.Backend {
-	case "none", "btrfs", "project", "user":
-	default:
-		v.add("quota.backend", "must be one of none, btrfs, project, user, got %q", c.Quota.Backend)
+	if !c.Quota.Backend.Valid() {
+		v.add("quota.backend", "must be one of %s, got %q", oneOf(QuotaBackends), c.Quota.Backend)
 	}
 	if c.Quota.Path != "" {
 		v.absPath("quota.path", c.Quota.Path)
@@ -141,10 +139,8 @@ func (c *Config) Validate() error {
 		v.add("report.weights", "cpu + memory must sum to 1, got %v", s)
 	}
 
-	switch c.OOM.Policy {
-	case "kill", "notify":
-	default:
-		v.add("oom.policy", "must be kill or notify, got %q", c.OOM.Policy)
+	if !c.OOM.Policy.Valid() {
+		v.add("oom.policy", "must be one of %s, got %q", oneOf(OOMPolicies), c.OOM.Policy)
 	}
 
 	if l := c.Metrics.Listen; l != "" {

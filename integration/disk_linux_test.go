@@ -44,7 +44,7 @@ func TestContainDiskFill(t *testing.T) {
 	}
 	os.Chmod(mnt, 0o711)
 	ty := newTenancyWith(t, func(c *config.Config) {
-		c.Quota.Backend = "btrfs"
+		c.Quota.Backend = config.QuotaBtrfs
 		c.Quota.Path = mnt
 	})
 	const limit = 20 * mib
@@ -153,7 +153,7 @@ func TestQuotaVerifiedAtStart(t *testing.T) {
 	mnt := btrfstest.Mount(t, "commit=1")
 	os.Chmod(mnt, 0o711)
 	cfg := testagent.Config(t, containUIDMin)
-	cfg.Quota.Backend, cfg.Quota.Path = "btrfs", mnt
+	cfg.Quota.Backend, cfg.Quota.Path = config.QuotaBtrfs, mnt
 	_, err := agent.New(agent.Options{Config: cfg})
 	if !errors.Is(err, quota.ErrNotEnforced) || !strings.Contains(err.Error(), "quota.backend btrfs") {
 		t.Fatalf("agent on btrfs without quotas: %v, want a refusal wrapping ErrNotEnforced", err)

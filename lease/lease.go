@@ -82,6 +82,14 @@ func (p *Pool) Release(n int, owner string) {
 	}
 }
 
+// Held reports whether n is leased, to any owner.
+func (p *Pool) Held(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.owners[n]
+	return ok
+}
+
 // Leased returns a copy of every lease, number to owner.
 func (p *Pool) Leased() map[int]string {
 	p.mu.Lock()

@@ -57,6 +57,13 @@ func TestClaim(t *testing.T) {
 	if m := p.Leased(); len(m) != 1 || m[150] != "x" {
 		t.Fatalf("leased %v", m)
 	}
+	if !p.Held(150) || p.Held(151) || p.Held(99) {
+		t.Fatalf("Held(150, 151, 99) = %v %v %v, want true false false", p.Held(150), p.Held(151), p.Held(99))
+	}
+	p.Release(150, "x")
+	if p.Held(150) {
+		t.Fatal("Held(150) after its release")
+	}
 }
 
 func TestConcurrentAcquireUnique(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/latency"
 )
 
@@ -40,7 +41,7 @@ func BenchmarkCreateRemove(b *testing.B) {
 // instance start (goal: <= 0.5 ms). Removal is not measured.
 func BenchmarkCreate(b *testing.B) {
 	f := newBtrfsFS(b, true)
-	plain, err := New("none", f.mnt)
+	plain, err := New(config.QuotaNone, f.mnt)
 	if err != nil {
 		b.Fatal(err)
 	}

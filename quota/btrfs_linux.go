@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/config"
 )
 
 // btrfsBackend makes every instance directory a btrfs subvolume S and
@@ -31,7 +33,7 @@ import (
 // write is checked against the limit when its space is reserved.
 type btrfsBackend struct{ path string }
 
-func (*btrfsBackend) Name() string { return "btrfs" }
+func (*btrfsBackend) Name() config.QuotaBackend { return config.QuotaBtrfs }
 
 func (b *btrfsBackend) Create(t Target, limitBytes int64) error {
 	if err := checkTarget(t, b.path, false); err != nil {
@@ -187,6 +189,13 @@ func (b *btrfsBackend) Remove(t Target) error {
 		return fmt.Errorf("quota: remove %s: %w", t.Dir, err)
 	}
 	return nil
+}
+
+// RemoveLeftover is Remove whoever owns dir: the quota is keyed by the
+// subvolume, not by a uid, so it is the leftover's own whatever uid is
+// leased.
+func (b *btrfsBackend) RemoveLeftover(dir string, _ func(uint32) bool) error {
+	return b.Remove(Target{Dir: dir})
 }
 
 // teardown removes subvolume name (id; 0 if unknown) in pfd, the tenant's

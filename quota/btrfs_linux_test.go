@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
 )
 
@@ -45,7 +46,7 @@ func newBtrfsFS(t testing.TB, simpleQuota bool) *btrfsFS {
 	if err := os.Mkdir(inst, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	b, err := New("btrfs", mnt)
+	b, err := New(config.QuotaBtrfs, mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +545,7 @@ func TestBtrfsVerify(t *testing.T) {
 // agent starting) leave each other alone and both pass.
 func TestBtrfsVerifyConcurrent(t *testing.T) {
 	f := newBtrfsFS(t, true)
-	b2, err := New("btrfs", f.mnt)
+	b2, err := New(config.QuotaBtrfs, f.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,7 +600,7 @@ func TestBtrfsVerifyNotEnforced(t *testing.T) {
 	})
 	t.Run("not btrfs", func(t *testing.T) {
 		dir := ext4Dir(t)
-		b, err := New("btrfs", dir)
+		b, err := New(config.QuotaBtrfs, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -609,7 +610,7 @@ func TestBtrfsVerifyNotEnforced(t *testing.T) {
 		}
 	})
 	t.Run("missing path", func(t *testing.T) {
-		b, err := New("btrfs", "/nonexistent/ward-quota")
+		b, err := New(config.QuotaBtrfs, "/nonexistent/ward-quota")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -654,4 +655,44 @@ func TestEnableBtrfsQuota(t *testing.T) {
 	if err := EnableBtrfsQuota(ext4Dir(t)); err == nil || !strings.Contains(err.Error(), "not a btrfs") {
 		t.Errorf("enable on ext4: %v", err)
 	}
+}
+
+// A leftover subvolume goes with its qgroup whoever owns it, leased uid or
+// not: the quota is the subvolume's, no uid's.
+func TestBtrfsRemoveLeftover(t *testing.T) {
+	f := newBtrfsFS(t, true)
+	for _, leased := range []bool{true, false} {
+		a := f.target(fmt.Sprintf("leased-%v", leased))
+		if err := f.b.Create(a, 10*mib); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := writeUntil(filepath.Join(a.Dir, "f"), mib); err != nil {
+			t.Fatal(err)
+		}
+		// Handed over, as instdir.Prepare does.
+		if err := os.Chown(a.Dir, int(a.UID), int(a.UID)); err != nil {
+			t.Fatal(err)
+		}
+		id := subvolOf(t, a.Dir)
+		asked := false
+		if err := f.b.RemoveLeftover(a.Dir, func(uint32) bool { asked = true; return leased }); err != nil {
+			t.Fatal(err)
+		}
+		if asked {
+			t.Error("btrfs asked whether a uid is leased: its quota is keyed by subvolume")
+		}
+		if _, err := os.Lstat(a.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("leased %v: dir after RemoveLeftover: %v", leased, err)
+		}
+		if _, err := os.Stat(filepath.Join(f.qgroupsDir(t), qgroupSysfsName(qgroupID(1, id)))); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("leased %v: qgroup 1/%d after RemoveLeftover: %v", leased, id, err)
+		}
+	}
+	if s := f.subvolumes(t); len(s) != 0 {
+		t.Errorf("subvolumes after RemoveLeftover: %v", s)
+	}
+	if err := f.b.RemoveLeftover(filepath.Join(f.instances, "never-made"), nil); err != nil {
+		t.Errorf("RemoveLeftover of a dir never made: %v", err)
+	}
+	f.waitNoQgroups(t)
 }

@@ -1,8 +1,12 @@
 // Package quota owns per-instance disk quotas: it creates each instance's
 // directory with a byte limit already in force, changes the limit live,
 // reads how much is charged, and removes the directory together with its
-// quota. Verify proves at startup that a backend really enforces on its
-// filesystem, rather than finding out at the first instance.
+// quota — also a leftover directory no instance owns, each backend knowing
+// which of its quotas such a directory takes along (RemoveLeftover).
+// Verify proves at startup that a backend really enforces on its
+// filesystem, rather than finding out at the first instance. What goes
+// inside the directory, and handing it to the instance, is package
+// instdir's.
 //
 // Where each backend was verified: btrfs for real, on Linux 6.18 with
 // loop-mounted filesystems (tests write until the kernel answers EDQUOT,
@@ -14,7 +18,7 @@
 // The test kernel has no quota format for ext4 or XFS, so no project or
 // user limit has been seen enforced.
 //
-// Backends, chosen by the configuration's quota.backend:
+// Backends, chosen by the configuration's quota.backend (config.QuotaBackend):
 //
 //   - none: plain directories, no limit, no usage (ErrNoUsage).
 //   - btrfs: each directory is a subvolume limited through a level-1

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/hostward/ward/config"
 )
 
 // Target names what a quota applies to: the instance directory and the uid
@@ -19,9 +21,8 @@ type Target struct {
 // and reads that limit, and removes directories with their quota. All
 // methods are safe for concurrent use on different targets.
 type Backend interface {
-	// Name is the backend's kind as given to New: "none", "btrfs",
-	// "project" or "user".
-	Name() string
+	// Name is the backend's kind as given to New.
+	Name() config.QuotaBackend
 	// Create makes t.Dir, which must not exist (an error wrapping
 	// os.ErrExist otherwise), owned by the caller (root), mode 0700, with
 	// a limit of limitBytes (<= 0: no limit) in force before it returns. A
@@ -37,15 +38,22 @@ type Backend interface {
 	// missing directory is not an error, so Remove can simply be called
 	// again after a crash.
 	Remove(t Target) error
+	// RemoveLeftover deletes dir, an instance directory no instance owns
+	// (a crash left it between its creation and its record, or between
+	// the instance's end and its removal), with whatever quota of it is
+	// the backend's to drop. Only dir is known, not the uid it was made
+	// for: a backend that keys quotas by uid takes the directory's owner,
+	// and leaves the quota alone when that is root (the start failed
+	// before handing the directory over) or a uid leased reports as held
+	// by a live instance, whose limit it now is. A missing directory is
+	// not an error.
+	RemoveLeftover(dir string, leased func(uid uint32) bool) error
 	// Verify proves that the backend really enforces limits on its path,
 	// or returns an error wrapping ErrNotEnforced that says what is
 	// missing and how to fix it. It is meant for agent startup and
 	// `ward doctor`: it may create and remove a probe directory.
 	Verify() error
 }
-
-// Kinds lists the backend kinds New accepts.
-var Kinds = []string{"none", "btrfs", "project", "user"}
 
 var (
 	// ErrNotEnforced is returned (wrapped) by Verify when limits would not
@@ -59,22 +67,26 @@ var (
 // New returns the backend of the given kind for instance directories on
 // the filesystem holding path. It only checks its arguments: whether the
 // filesystem can enforce anything is Verify's question.
-func New(kind, path string) (Backend, error) {
+func New(kind config.QuotaBackend, path string) (Backend, error) {
 	switch kind {
-	case "none":
+	case config.QuotaNone:
 		if path != "" {
 			if err := checkAbs("path", path); err != nil {
 				return nil, err
 			}
 		}
 		return noneBackend{path: path}, nil
-	case "btrfs", "project", "user":
+	case config.QuotaBtrfs, config.QuotaProject, config.QuotaUser:
 		if err := checkAbs("path", path); err != nil {
 			return nil, err
 		}
 		return newPlatform(kind, filepath.Clean(path))
 	}
-	return nil, fmt.Errorf("quota: kind %q: must be one of %s", kind, strings.Join(Kinds, ", "))
+	kinds := make([]string, len(config.QuotaBackends))
+	for i, k := range config.QuotaBackends {
+		kinds[i] = string(k)
+	}
+	return nil, fmt.Errorf("quota: kind %q: must be one of %s", kind, strings.Join(kinds, ", "))
 }
 
 func checkAbs(field, p string) error {
@@ -129,7 +141,7 @@ func mkdirFresh(dir string) error {
 // backend for hosts (and development machines) without quota support.
 type noneBackend struct{ path string }
 
-func (noneBackend) Name() string { return "none" }
+func (noneBackend) Name() config.QuotaBackend { return config.QuotaNone }
 
 func (b noneBackend) Create(t Target, _ int64) error {
 	if err := checkTarget(t, b.path, false); err != nil {
@@ -162,6 +174,11 @@ func (b noneBackend) Remove(t Target) error {
 		return fmt.Errorf("quota: remove %s: %w", t.Dir, err)
 	}
 	return nil
+}
+
+// RemoveLeftover removes the directory: there is no quota to drop.
+func (b noneBackend) RemoveLeftover(dir string, _ func(uint32) bool) error {
+	return b.Remove(Target{Dir: dir})
 }
 
 // Verify succeeds: "none" promises no enforcement.

@@ -12,15 +12,17 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/config"
 )
 
-func newPlatform(kind, path string) (Backend, error) {
+func newPlatform(kind config.QuotaBackend, path string) (Backend, error) {
 	switch kind {
-	case "btrfs":
+	case config.QuotaBtrfs:
 		return &btrfsBackend{path: path}, nil
-	case "project":
+	case config.QuotaProject:
 		return &vfsBackend{kind: kind, qtype: prjQuota, path: path}, nil
-	case "user":
+	case config.QuotaUser:
 		return &vfsBackend{kind: kind, qtype: usrQuota, path: path}, nil
 	}
 	return nil, fmt.Errorf("quota: kind %q: unknown", kind)

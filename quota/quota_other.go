@@ -5,11 +5,13 @@ package quota
 import (
 	"errors"
 	"fmt"
+
+	"github.com/hostward/ward/config"
 )
 
 var errUnsupported = errors.New("quota: only the none backend is supported outside Linux")
 
-func newPlatform(kind, _ string) (Backend, error) {
+func newPlatform(kind config.QuotaBackend, _ string) (Backend, error) {
 	return nil, fmt.Errorf("quota: kind %q: %w", kind, errUnsupported)
 }
 

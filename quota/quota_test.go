@@ -6,11 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hostward/ward/config"
 )
 
 func TestNewRejectsBadArguments(t *testing.T) {
 	for _, c := range []struct {
-		kind, path, field string
+		kind        config.QuotaBackend
+		path, field string
 	}{
 		{"zfs", "/srv", "kind"},
 		{"", "/srv", "kind"},
@@ -24,7 +27,7 @@ func TestNewRejectsBadArguments(t *testing.T) {
 			t.Errorf("New(%q, %q): err = %v, want one naming %q", c.kind, c.path, err, c.field)
 		}
 	}
-	if b, err := New("none", ""); err != nil || b.Name() != "none" {
+	if b, err := New(config.QuotaNone, ""); err != nil || b.Name() != config.QuotaNone {
 		t.Errorf("New(none, \"\") = %v, %v", b, err)
 	}
 }
@@ -60,7 +63,7 @@ func TestCheckTarget(t *testing.T) {
 
 func TestNoneBackend(t *testing.T) {
 	root := t.TempDir()
-	b, err := New("none", root)
+	b, err := New(config.QuotaNone, root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,5 +104,29 @@ func TestNoneBackend(t *testing.T) {
 	}
 	if err := b.Create(Target{Dir: "/elsewhere/inst"}, 0); err == nil || !strings.Contains(err.Error(), "target.dir") {
 		t.Errorf("Create outside the path: err = %v", err)
+	}
+}
+
+func TestNoneRemoveLeftover(t *testing.T) {
+	root := t.TempDir()
+	b, err := New(config.QuotaNone, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "left")
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RemoveLeftover(dir, func(uint32) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after RemoveLeftover: %v", err)
+	}
+	if err := b.RemoveLeftover(dir, nil); err != nil {
+		t.Errorf("second RemoveLeftover: %v", err)
+	}
+	if err := b.RemoveLeftover("/elsewhere/left", nil); err == nil || !strings.Contains(err.Error(), "target.dir") {
+		t.Errorf("RemoveLeftover outside the path: err = %v", err)
 	}
 }

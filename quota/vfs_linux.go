@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/config"
 )
 
 // vfsBackend drives the kernel's generic disk quotas (ext4, XFS) through
@@ -24,12 +26,12 @@ import (
 //
 // Limits are set in 1 KiB quota blocks, rounded up from bytes.
 type vfsBackend struct {
-	kind  string
+	kind  config.QuotaBackend
 	qtype uint32
 	path  string
 }
 
-func (b *vfsBackend) Name() string { return b.kind }
+func (b *vfsBackend) Name() config.QuotaBackend { return b.kind }
 
 func (b *vfsBackend) Create(t Target, limitBytes int64) error {
 	if err := checkTarget(t, b.path, true); err != nil {
@@ -97,12 +99,54 @@ func (b *vfsBackend) Remove(t Target) error {
 	if err := os.RemoveAll(t.Dir); err != nil {
 		return fmt.Errorf("quota: remove %s: %w", t.Dir, err)
 	}
+	return b.clearLimits(t.Dir, t.UID)
+}
+
+// clearLimits clears the block and inode limits of quota id, once dir (the
+// directory it was for) is gone.
+func (b *vfsBackend) clearLimits(dir string, id uint32) error {
 	q := ifDqblk{Valid: qifLimits}
-	err := b.quotactl(qSetQuota, t.UID, unsafe.Pointer(&q))
+	err := b.quotactl(qSetQuota, id, unsafe.Pointer(&q))
 	if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOSYS) {
-		return fmt.Errorf("quota: remove %s: clear %s quota %d: %w", t.Dir, b.kind, t.UID, err)
+		return fmt.Errorf("quota: remove %s: clear %s quota %d: %w", dir, b.kind, id, err)
 	}
 	return nil
+}
+
+// RemoveLeftover removes dir and then, when it is the leftover's own,
+// the quota of the uid owning it (see clearsLeftover). The owner is what
+// root made it (instdir.Prepare's chown), which an instance cannot change;
+// the project id the directory carries can be changed by its owner
+// (FS_IOC_FSSETXATTR), so it is not trusted here.
+func (b *vfsBackend) RemoveLeftover(dir string, leased func(uid uint32) bool) error {
+	if err := checkTarget(Target{Dir: dir}, b.path, false); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("quota: remove %s: %w", dir, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("quota: remove %s: %w", dir, err)
+	}
+	// Asked once the directory is gone, as late as it can be: a uid
+	// leased again meanwhile keeps its new holder's limit.
+	if !clearsLeftover(st.Uid, leased) {
+		return nil
+	}
+	return b.clearLimits(dir, st.Uid)
+}
+
+// clearsLeftover says whether a leftover directory owned by uid takes the
+// uid's quota with it: not when uid is root's (whose quota, user or the
+// default project's, is not an instance's; the directory was never handed
+// over, and the uid it was made for is unknown) nor when uid is leased to
+// a live instance, which the limit now belongs to.
+func clearsLeftover(uid uint32, leased func(uint32) bool) bool {
+	return uid != 0 && !leased(uid)
 }
 
 // Verify asks the kernel whether quotas of the backend's type are on

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/internal/btrfstest"
 	"github.com/hostward/ward/internal/testroot"
 )
@@ -145,7 +146,7 @@ func TestQuotactlAnswers(t *testing.T) {
 
 func TestVFSVerifyNotEnforced(t *testing.T) {
 	testroot.Require(t)
-	for _, kind := range []string{"project", "user"} {
+	for _, kind := range []config.QuotaBackend{config.QuotaProject, config.QuotaUser} {
 		b, err := New(kind, ext4Dir(t))
 		if err != nil {
 			t.Fatal(err)
@@ -168,7 +169,7 @@ func TestVFSVerifyNotEnforced(t *testing.T) {
 // Create must leave nothing when the kernel refuses the quota.
 func TestVFSCreateRollsBack(t *testing.T) {
 	testroot.Require(t)
-	for _, kind := range []string{"project", "user"} {
+	for _, kind := range []config.QuotaBackend{config.QuotaProject, config.QuotaUser} {
 		root := ext4Dir(t)
 		b, err := New(kind, root)
 		if err != nil {
@@ -218,5 +219,68 @@ func TestMountSource(t *testing.T) {
 	}
 	if dev.Mode&unix.S_IFMT != unix.S_IFBLK || dev.Rdev != st.Dev {
 		t.Errorf("source %q of %s: mode %o rdev %#x, want the block device %#x", src, dir, dev.Mode, dev.Rdev, st.Dev)
+	}
+}
+
+func TestClearsLeftover(t *testing.T) {
+	leased := func(uid uint32) bool { return uid == 4_100_010 }
+	for _, c := range []struct {
+		uid  uint32
+		want bool
+	}{
+		{0, false},         // root's: never handed over, its uid unknown
+		{4_100_010, false}, // leased again: the live instance's limit
+		{4_100_011, true},  // free: the leftover's own
+	} {
+		if got := clearsLeftover(c.uid, leased); got != c.want {
+			t.Errorf("owner %d: clears %v, want %v", c.uid, got, c.want)
+		}
+	}
+}
+
+// RemoveLeftover removes the directory whoever owns it, and asks about the
+// owner's uid — the quota id — and nothing else. With quotas off (all this
+// kernel offers, see the top of this file) the clear itself is a no-op
+// that must not fail the removal.
+func TestVFSRemoveLeftover(t *testing.T) {
+	testroot.Require(t)
+	for _, kind := range []config.QuotaBackend{config.QuotaProject, config.QuotaUser} {
+		root := ext4Dir(t)
+		b, err := New(kind, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, owner := range []uint32{0, 4_100_020, 4_100_021} {
+			dir := filepath.Join(root, "left")
+			if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "logs", "stdout.log"), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dir, int(owner), int(owner)); err != nil {
+				t.Fatal(err)
+			}
+			var asked []uint32
+			leased := func(uid uint32) bool { asked = append(asked, uid); return uid == 4_100_020 }
+			if err := b.RemoveLeftover(dir, leased); err != nil {
+				t.Errorf("%s, owner %d: %v", kind, owner, err)
+			}
+			if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s, owner %d: dir after RemoveLeftover: %v", kind, owner, err)
+			}
+			switch {
+			case owner == 0 && len(asked) != 0:
+				t.Errorf("%s: root's dir asked about uids %v", kind, asked)
+			case owner != 0 && (len(asked) != 1 || asked[0] != owner):
+				t.Errorf("%s, owner %d: asked about %v, want the owner", kind, owner, asked)
+			}
+		}
+		if err := b.RemoveLeftover(filepath.Join(root, "never-made"), nil); err != nil {
+			t.Errorf("%s: RemoveLeftover of a dir never made: %v", kind, err)
+		}
+		if err := b.RemoveLeftover("/elsewhere/left", nil); err == nil || !strings.Contains(err.Error(), "target.dir") {
+			t.Errorf("%s: RemoveLeftover outside the path: err = %v", kind, err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
@@ -158,7 +159,7 @@ func writable(dir string) error {
 
 func checkUIDPool(cfg *config.Config) []checkResult {
 	u := cfg.Users
-	pool := acl.NewUIDPool(u.UIDMin, u.UIDMax, u.Group, uint32(u.GID))
+	pool := accounts.NewUIDPool(u.UIDMin, u.UIDMax, u.Group, uint32(u.GID))
 	var res []checkResult
 	if err := pool.CheckPasswd("/etc/passwd"); err != nil {
 		res = append(res, checkResult{"FAIL", "uid pool", err.Error(), "change users.uid_min/uid_max in the config"})
@@ -195,7 +196,7 @@ func lookupGroup(name string) (int, bool) {
 }
 
 func checkQuota(cfg *config.Config) checkResult {
-	if cfg.Quota.Backend == "none" {
+	if cfg.Quota.Backend == config.QuotaNone {
 		return checkResult{"WARN", "quota", "backend none: disk limits are recorded but not enforced", "set quota.backend (btrfs, project or user)"}
 	}
 	dir := cfg.InstancesDir()
@@ -204,7 +205,7 @@ func checkQuota(cfg *config.Config) checkResult {
 		return checkResult{"FAIL", "quota", err.Error(), "fix quota.backend / quota.path"}
 	}
 	if os.Geteuid() != 0 {
-		return checkResult{"WARN", "quota", "backend " + cfg.Quota.Backend + ": enforcement not checked (needs root)", "run ward doctor as root"}
+		return checkResult{"WARN", "quota", "backend " + string(cfg.Quota.Backend) + ": enforcement not checked (needs root)", "run ward doctor as root"}
 	}
 	// Verify writes a probe into the instances dir, which must exist.
 	if _, err := os.Stat(dir); err != nil {

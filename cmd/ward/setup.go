@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hostward/ward/accounts"
 	"github.com/hostward/ward/acl"
 	"github.com/hostward/ward/config"
 	"github.com/hostward/ward/quota"
@@ -138,14 +139,14 @@ func lockSetup(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-func (e *setupEnv) accounts() acl.Accounts {
+func (e *setupEnv) accounts() accounts.Entries {
 	u := e.cfg.Users
-	return acl.Accounts{EtcDir: e.etcDir, Group: u.Group, GID: uint32(u.GID), UIDMin: u.UIDMin, UIDMax: u.UIDMax, Users: u.CreatePasswd}
+	return accounts.Entries{EtcDir: e.etcDir, Group: u.Group, GID: uint32(u.GID), UIDMin: u.UIDMin, UIDMax: u.UIDMax, Users: u.CreatePasswd}
 }
 
 func applyAccounts(e *setupEnv) (string, error) {
 	a := e.accounts()
-	rep, err := acl.EnsureAccounts(a, e.journal("accounts"))
+	rep, err := accounts.Ensure(a, e.journal("accounts"))
 	if err != nil {
 		return "", err
 	}
@@ -164,7 +165,7 @@ func applyAccounts(e *setupEnv) (string, error) {
 }
 
 func undoAccounts(e *setupEnv) (string, error) {
-	rep, err := acl.UndoAccounts(e.journal("accounts"))
+	rep, err := accounts.Undo(e.journal("accounts"))
 	if err != nil {
 		return "", err
 	}
@@ -205,13 +206,13 @@ func undoACL(e *setupEnv) (string, error) {
 // are mount options and quotaon's business: for them this only checks.
 func applyQuota(e *setupEnv) (string, error) {
 	kind, dir := e.cfg.Quota.Backend, e.cfg.InstancesDir()
-	if kind == "none" {
+	if kind == config.QuotaNone {
 		return "backend none: disk limits are recorded, not enforced", nil
 	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", err
 	}
-	if kind == "btrfs" {
+	if kind == config.QuotaBtrfs {
 		if err := quota.EnableBtrfsQuota(dir); err != nil {
 			return "", err
 		}

@@ -1,4 +1,4 @@
-package acl
+package accounts
 
 import (
 	"bytes"
@@ -11,66 +11,68 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hostward/ward/journal"
 )
 
-// EnsureAccounts makes the files under a.EtcDir hold the pool's group and,
-// with a.Users, its users, recording what it added in the journal file. It
-// is idempotent. It refuses — changing nothing — when an entry that is not
+// Ensure makes the files under a.EtcDir hold the pool's group and, with
+// a.Users, its users, recording what it added in the journal file. It is
+// idempotent. It refuses — changing nothing — when an entry that is not
 // the pool's holds the group's name or gid or, with a.Users, a pool uid or
-// user name (ErrAccountClash), and when the journal was written for another
+// user name (ErrClash), and when the journal was written for another
 // group, gid or etc directory (ErrJournalConfig). Users the journal
 // recorded and the configuration no longer wants are removed.
-func EnsureAccounts(a Accounts, journal string) (AccountsReport, error) {
+func Ensure(a Entries, journalPath string) (Report, error) {
 	if err := a.validate(); err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	unlock, err := lockPasswd(a.EtcDir, a.LockTimeout)
 	if err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	defer unlock()
-	oldRaw, old, err := readAccountsJournal(journal)
+	oldRaw, old, err := readAccountsJournal(journalPath)
 	if err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	if oldRaw != nil && (old.EtcDir != a.EtcDir || old.Group != a.Group || old.GID != a.GID) {
-		return AccountsReport{}, fmt.Errorf("acl: %w: %s is for group %s gid %d in %s; run `ward setup --undo` with the old configuration first",
-			ErrJournalConfig, journal, old.Group, old.GID, old.EtcDir)
+		return Report{}, fmt.Errorf("accounts: %w: %s is for group %s gid %d in %s; run `ward setup --undo` with the old configuration first",
+			ErrJournalConfig, journalPath, old.Group, old.GID, old.EtcDir)
 	}
 	files, err := readEtc(a.EtcDir)
 	if err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	p, err := planEnsure(&a, old, files[0], files[1], files[2], files[3])
 	if err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
-	if err := p.execute(journal, oldRaw, files); err != nil {
-		return AccountsReport{}, err
+	if err := p.execute(journalPath, oldRaw, files); err != nil {
+		return Report{}, err
 	}
 	return p.rep, nil
 }
 
-// UndoAccounts removes what the journal records EnsureAccounts added —
-// those entries only, wherever they are in the files now — and then the
-// journal. No journal means nothing to undo.
-func UndoAccounts(journal string) (AccountsReport, error) {
-	raw, j, err := readAccountsJournal(journal)
+// Undo removes what the journal records Ensure added — those entries only,
+// wherever they are in the files now — and then the journal. No journal
+// means nothing to undo.
+func Undo(journalPath string) (Report, error) {
+	raw, j, err := readAccountsJournal(journalPath)
 	if err != nil || raw == nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	unlock, err := lockPasswd(j.EtcDir, DefaultLockTimeout)
 	if err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	defer unlock()
 	files, err := readEtc(j.EtcDir)
 	if err != nil {
-		return AccountsReport{}, err
+		return Report{}, err
 	}
 	p := planUndo(j, files[0], files[1], files[2], files[3])
-	if err := p.execute(journal, raw, files); err != nil {
-		return AccountsReport{}, err
+	if err := p.execute(journalPath, raw, files); err != nil {
+		return Report{}, err
 	}
 	return p.rep, nil
 }
@@ -78,7 +80,7 @@ func UndoAccounts(journal string) (AccountsReport, error) {
 // execute records p.during, rewrites the changed files, then records
 // p.next (an empty record removes the journal). A failed file write puts
 // back the files already replaced and the journal as it was.
-func (p *accountsPlan) execute(journal string, oldRaw []byte, files []*etcFile) error {
+func (p *accountsPlan) execute(journalPath string, oldRaw []byte, files []*etcFile) error {
 	changed := files[:0:0]
 	for _, f := range files {
 		if f.changed {
@@ -86,12 +88,12 @@ func (p *accountsPlan) execute(journal string, oldRaw []byte, files []*etcFile) 
 		}
 	}
 	if len(changed) == 0 {
-		if (oldRaw == nil && p.next.empty()) || bytes.Equal(encodeJournal(p.next), oldRaw) {
+		if (oldRaw == nil && p.next.empty()) || bytes.Equal(journal.Encode(p.next), oldRaw) {
 			return nil
 		}
-		return writeAccountsJournal(journal, p.next)
+		return writeAccountsJournal(journalPath, p.next)
 	}
-	if err := writeAccountsJournal(journal, p.during); err != nil {
+	if err := writeAccountsJournal(journalPath, p.during); err != nil {
 		return err
 	}
 	for i, f := range changed {
@@ -103,38 +105,38 @@ func (p *accountsPlan) execute(journal string, oldRaw []byte, files []*etcFile) 
 				}
 			}
 			if len(errs) > 0 {
-				return fmt.Errorf("acl: %w; putting back the files failed too (%w): `ward setup --undo` removes what %s records",
-					err, errors.Join(errs...), journal)
+				return fmt.Errorf("accounts: %w; putting back the files failed too (%w): `ward setup --undo` removes what %s records",
+					err, errors.Join(errs...), journalPath)
 			}
 			if oldRaw == nil {
-				err = errors.Join(err, removeJournal(journal))
+				err = errors.Join(err, journal.Remove(journalPath))
 			} else {
-				err = errors.Join(err, writeJournalBytes(journal, oldRaw))
+				err = errors.Join(err, journal.Write(journalPath, oldRaw))
 			}
-			return fmt.Errorf("acl: %w; the account files are as they were", err)
+			return fmt.Errorf("accounts: %w; the account files are as they were", err)
 		}
 	}
 	if err := syncDir(filepath.Dir(files[0].name)); err != nil {
 		return err
 	}
-	return writeAccountsJournal(journal, p.next)
+	return writeAccountsJournal(journalPath, p.next)
 }
 
 func writeAccountsJournal(path string, j accountsJournal) error {
 	if j.empty() {
-		return removeJournal(path)
+		return journal.Remove(path)
 	}
-	return writeJournalBytes(path, encodeJournal(j))
+	return journal.Write(path, journal.Encode(j))
 }
 
 func readAccountsJournal(path string) ([]byte, accountsJournal, error) {
 	var j accountsJournal
-	raw, err := readJournal(path, "accounts", &j)
+	raw, err := journal.Read(path, "accounts", &j)
 	if raw == nil || err != nil {
 		return nil, j, err
 	}
 	if j.EtcDir == "" || j.Group == "" || j.GID == 0 {
-		return nil, j, fmt.Errorf("acl: accounts journal %s: no etc_dir, group or gid", path)
+		return nil, j, fmt.Errorf("accounts: accounts journal %s: no etc_dir, group or gid", path)
 	}
 	return raw, j, nil
 }
@@ -155,7 +157,7 @@ func readEtc(dir string) ([]*etcFile, error) {
 			err = nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("acl: %w", err)
+			return nil, fmt.Errorf("accounts: %w", err)
 		}
 		files = append(files, parseEtc(path, b, exists))
 	}
@@ -209,11 +211,11 @@ func replaceFile(path string, data []byte) (err error) {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("acl: %w", err)
+		return fmt.Errorf("accounts: %w", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("acl: sync %s: %w", dir, err)
+		return fmt.Errorf("accounts: sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -230,7 +232,7 @@ func lockPasswd(dir string, timeout time.Duration) (unlock func(), err error) {
 	path := filepath.Join(dir, ".pwd.lock")
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("acl: passwd lock: %w", err)
+		return nil, fmt.Errorf("accounts: passwd lock: %w", err)
 	}
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
 	deadline := time.Now().Add(timeout)
@@ -241,11 +243,11 @@ func lockPasswd(dir string, timeout time.Duration) (unlock func(), err error) {
 		}
 		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
 			unix.Close(fd)
-			return nil, fmt.Errorf("acl: passwd lock %s: %w", path, err)
+			return nil, fmt.Errorf("accounts: passwd lock %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
 			unix.Close(fd)
-			return nil, fmt.Errorf("acl: %w: %s held for %s by another program (useradd, vipw, ...)", ErrLocked, path, timeout)
+			return nil, fmt.Errorf("accounts: %w: %s held for %s by another program (useradd, vipw, ...)", ErrLocked, path, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

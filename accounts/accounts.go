@@ -1,4 +1,4 @@
-package acl
+package accounts
 
 import (
 	"encoding/json"
@@ -13,8 +13,8 @@ import (
 // The pool's accounts
 //
 // The kernel runs a uid and a gid without any passwd or group entry; the
-// entries are for people and tools (ls, ps, find -user). EnsureAccounts
-// adds the group and, when asked, one passwd and shadow entry per pool uid.
+// entries are for people and tools (ls, ps, find -user). Ensure adds the
+// group and, when asked, one passwd and shadow entry per pool uid.
 // useradd would take a second or more per user — hours for a pool of
 // 10,000 — so the files are edited directly, the way shadow-utils does:
 // under lckpwdf's lock (a write lock on <etc>/.pwd.lock, which every
@@ -22,15 +22,15 @@ import (
 // with the original's owner and mode, fsync, rename). Entries are appended;
 // every existing line is kept byte for byte.
 //
-// A journal names what was added, so UndoAccounts removes exactly that.
-// It is written before the files; a failure part way puts back the files
-// already replaced, and a crash leaves a journal covering at least what was
-// added, for a rerun or an undo.
+// A journal names what was added, so Undo removes exactly that. It is
+// written before the files; a failure part way puts back the files already
+// replaced, and a crash leaves a journal covering at least what was added,
+// for a rerun or an undo.
 
 var (
-	// ErrAccountClash reports a passwd or group entry, not ward's, that
-	// holds a name or id the pool needs.
-	ErrAccountClash = errors.New("account clash")
+	// ErrClash reports a passwd or group entry, not ward's, that holds a
+	// name or id the pool needs.
+	ErrClash = errors.New("account clash")
 	// ErrLocked reports that another program held the passwd lock too long.
 	ErrLocked = errors.New("passwd files locked")
 	// ErrJournalConfig reports an accounts journal written for another
@@ -38,12 +38,13 @@ var (
 	ErrJournalConfig = errors.New("accounts journal is for another configuration")
 )
 
-// DefaultLockTimeout is how long EnsureAccounts waits for the passwd lock:
-// what lckpwdf waits.
+// DefaultLockTimeout is how long Ensure waits for the passwd lock: what
+// lckpwdf waits.
 const DefaultLockTimeout = 15 * time.Second
 
-// Accounts is the pool's group and, with Users, its passwd entries.
-type Accounts struct {
+// Entries is the pool's group entry and, with Users, its passwd and shadow
+// entries: what Ensure writes.
+type Entries struct {
 	// EtcDir holds passwd, group, shadow and gshadow: "/etc" on a host. The
 	// shadow files are edited only when present.
 	EtcDir         string
@@ -58,8 +59,8 @@ type Accounts struct {
 	LockTimeout time.Duration
 }
 
-// AccountsReport says what EnsureAccounts or UndoAccounts did.
-type AccountsReport struct {
+// Report says what Ensure or Undo did.
+type Report struct {
 	GroupCreated  bool // the group entry was added
 	GroupExisted  bool // the group entry was there already
 	GroupRemoved  bool
@@ -68,8 +69,12 @@ type AccountsReport struct {
 	UsersRemoved  int // passwd entries removed (undo, or users no longer wanted)
 }
 
-// MaxPoolUsers bounds the passwd entries EnsureAccounts writes.
+// MaxPoolUsers bounds the passwd entries Ensure writes.
 const MaxPoolUsers = 100000
+
+// noID is (gid_t)-1: chown's "leave unchanged" and the id of ACL entries
+// that name nobody, so never a group's gid.
+const noID = 1<<32 - 1
 
 const (
 	poolHome  = "/nonexistent"
@@ -125,19 +130,19 @@ func (j accountsJournal) empty() bool {
 	return !j.GroupIn && !j.GShadow && len(j.Passwd) == 0 && len(j.Shadow) == 0
 }
 
-func (a *Accounts) validate() error {
+func (a *Entries) validate() error {
 	switch {
 	case a.EtcDir == "":
-		return errors.New("acl: accounts: no etc directory")
+		return errors.New("accounts: accounts: no etc directory")
 	case a.Group == "" || strings.ContainsAny(a.Group, ":\n,") || strings.TrimSpace(a.Group) != a.Group:
-		return fmt.Errorf("acl: users.group %q is not a group name", a.Group)
-	case a.GID == 0 || a.GID == UndefinedID:
-		return fmt.Errorf("acl: users.gid %d is not a gid for the pool", a.GID)
+		return fmt.Errorf("accounts: users.group %q is not a group name", a.Group)
+	case a.GID == 0 || a.GID == noID:
+		return fmt.Errorf("accounts: users.gid %d is not a gid for the pool", a.GID)
 	case a.Users && (a.UIDMin < 1 || a.UIDMax < a.UIDMin):
-		return fmt.Errorf("acl: users.uid_min..uid_max %d..%d is not a range of uids", a.UIDMin, a.UIDMax)
+		return fmt.Errorf("accounts: users.uid_min..uid_max %d..%d is not a range of uids", a.UIDMin, a.UIDMax)
 	case a.Users && a.UIDMax-a.UIDMin >= MaxPoolUsers:
 		// Each entry is a line in files every login and ls reads.
-		return fmt.Errorf("acl: users.uid_min..uid_max %d..%d: users.create_passwd writes at most %d entries", a.UIDMin, a.UIDMax, MaxPoolUsers)
+		return fmt.Errorf("accounts: users.uid_min..uid_max %d..%d: users.create_passwd writes at most %d entries", a.UIDMin, a.UIDMax, MaxPoolUsers)
 	}
 	return nil
 }
@@ -223,12 +228,12 @@ type accountsPlan struct {
 	group, gshadow, passwd, shadow *etcFile
 	next                           accountsJournal // after the change
 	during                         accountsJournal // while it is under way
-	rep                            AccountsReport
+	rep                            Report
 }
 
 // planEnsure computes the edit that makes the files hold the group and the
 // wanted users, and drop the users old added that are no longer wanted.
-func planEnsure(a *Accounts, old accountsJournal, group, gshadow, passwd, shadow *etcFile) (*accountsPlan, error) {
+func planEnsure(a *Entries, old accountsJournal, group, gshadow, passwd, shadow *etcFile) (*accountsPlan, error) {
 	p := &accountsPlan{group: group, gshadow: gshadow, passwd: passwd, shadow: shadow}
 	p.next = accountsJournal{EtcDir: a.EtcDir, Group: a.Group, GID: a.GID, GroupIn: old.GroupIn, GShadow: old.GShadow}
 	var clashes []string
@@ -296,7 +301,7 @@ func planEnsure(a *Accounts, old accountsJournal, group, gshadow, passwd, shadow
 		}
 	}
 	if len(clashes) > 0 {
-		return nil, fmt.Errorf("acl: %w: %s", ErrAccountClash, strings.Join(first(clashes, 10), "; "))
+		return nil, fmt.Errorf("accounts: %w: %s", ErrClash, strings.Join(first(clashes, 10), "; "))
 	}
 
 	// Adds.

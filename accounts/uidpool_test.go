@@ -1,4 +1,4 @@
-package acl
+package accounts
 
 import (
 	"errors"
@@ -25,5 +25,25 @@ func TestCheckPasswd(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
+	}
+}
+
+func TestIsLeased(t *testing.T) {
+	p := NewUIDPool(20000, 20009, "ward", 20000)
+	uid, err := p.Acquire("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.IsLeased(uint32(uid)) {
+		t.Errorf("uid %d leased to a: IsLeased false", uid)
+	}
+	for _, free := range []uint32{uint32(uid) + 1, 0, 1 << 31, 1<<32 - 1} {
+		if p.IsLeased(free) {
+			t.Errorf("uid %d: IsLeased true", free)
+		}
+	}
+	p.Release(uid, "a")
+	if p.IsLeased(uint32(uid)) {
+		t.Errorf("uid %d released: IsLeased true", uid)
 	}
 }

@@ -1,4 +1,4 @@
-package acl
+package accounts
 
 import (
 	"bytes"
@@ -105,8 +105,8 @@ func sameEtc(t *testing.T, what string, before, after map[string]fileState) {
 	}
 }
 
-func accounts(dir string) Accounts {
-	return Accounts{EtcDir: dir, Group: acctGroup, GID: acctGID, UIDMin: acctMin, UIDMax: acctMax, Users: true, LockTimeout: time.Second}
+func accounts(dir string) Entries {
+	return Entries{EtcDir: dir, Group: acctGroup, GID: acctGID, UIDMin: acctMin, UIDMax: acctMax, Users: true, LockTimeout: time.Second}
 }
 
 func noJournal(t *testing.T, journal string) {
@@ -121,11 +121,11 @@ func TestEnsureUndoAccounts(t *testing.T) {
 	journal := filepath.Join(t.TempDir(), "users.json")
 	before := etcState(t, dir)
 
-	rep, err := EnsureAccounts(accounts(dir), journal)
+	rep, err := Ensure(accounts(dir), journal)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (AccountsReport{GroupCreated: true, UsersCreated: 100}); rep != want {
+	if want := (Report{GroupCreated: true, UsersCreated: 100}); rep != want {
 		t.Errorf("report %+v, want %+v", rep, want)
 	}
 	after := etcState(t, dir)
@@ -155,20 +155,20 @@ func TestEnsureUndoAccounts(t *testing.T) {
 	}
 
 	// Again: nothing to do.
-	rep, err = EnsureAccounts(accounts(dir), journal)
+	rep, err = Ensure(accounts(dir), journal)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (AccountsReport{GroupExisted: true, UsersExisting: 100}); rep != want {
+	if want := (Report{GroupExisted: true, UsersExisting: 100}); rep != want {
 		t.Errorf("second run: %+v, want %+v", rep, want)
 	}
 	sameEtc(t, "second run", after, etcState(t, dir))
 
-	rep, err = UndoAccounts(journal)
+	rep, err = Undo(journal)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (AccountsReport{GroupRemoved: true, UsersRemoved: 100}); rep != want {
+	if want := (Report{GroupRemoved: true, UsersRemoved: 100}); rep != want {
 		t.Errorf("undo: %+v, want %+v", rep, want)
 	}
 	undone := etcState(t, dir)
@@ -183,7 +183,7 @@ func TestEnsureUndoAccounts(t *testing.T) {
 		sameEtc(t, "undo", map[string]fileState{name: before[name]}, map[string]fileState{name: undone[name]})
 	}
 	noJournal(t, journal)
-	if rep, err := UndoAccounts(journal); err != nil || rep != (AccountsReport{}) {
+	if rep, err := Undo(journal); err != nil || rep != (Report{}) {
 		t.Errorf("undo without a journal: %+v %v", rep, err)
 	}
 }
@@ -198,15 +198,15 @@ func TestUndoAccountsRemovesOnlyOurs(t *testing.T) {
 	appendLine(t, filepath.Join(dir, "group"), "\nwardtest:x:23200:")
 	before := etcState(t, dir)
 	journal := filepath.Join(t.TempDir(), "users.json")
-	rep, err := EnsureAccounts(accounts(dir), journal)
+	rep, err := Ensure(accounts(dir), journal)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (AccountsReport{GroupExisted: true, UsersCreated: 99, UsersExisting: 1}); rep != want {
+	if want := (Report{GroupExisted: true, UsersCreated: 99, UsersExisting: 1}); rep != want {
 		t.Errorf("report %+v, want %+v", rep, want)
 	}
 	appendLine(t, pw, "carol:x:1001:1001::/home/carol:/bin/sh")
-	if rep, err := UndoAccounts(journal); err != nil || rep != (AccountsReport{UsersRemoved: 99}) {
+	if rep, err := Undo(journal); err != nil || rep != (Report{UsersRemoved: 99}) {
 		t.Fatalf("undo: %+v %v", rep, err)
 	}
 	after := etcState(t, dir)
@@ -246,9 +246,9 @@ func TestEnsureAccountsRefusesClashes(t *testing.T) {
 		appendLine(t, filepath.Join(dir, tc.file), tc.line)
 		before := etcState(t, dir)
 		journal := filepath.Join(t.TempDir(), "users.json")
-		_, err := EnsureAccounts(accounts(dir), journal)
-		if !errors.Is(err, ErrAccountClash) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s %q: %v, want ErrAccountClash with %q", tc.file, tc.line, err, tc.want)
+		_, err := Ensure(accounts(dir), journal)
+		if !errors.Is(err, ErrClash) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %q: %v, want ErrClash with %q", tc.file, tc.line, err, tc.want)
 		}
 		sameEtc(t, "refused", before, etcState(t, dir))
 		noJournal(t, journal)
@@ -259,7 +259,7 @@ func TestEnsureAccountsRefusesClashes(t *testing.T) {
 	appendLine(t, filepath.Join(dir, "passwd"), "bob:x:23250:100::/home/bob:/bin/sh")
 	a := accounts(dir)
 	a.Users = false
-	if rep, err := EnsureAccounts(a, filepath.Join(t.TempDir(), "users.json")); err != nil || rep != (AccountsReport{GroupCreated: true}) {
+	if rep, err := Ensure(a, filepath.Join(t.TempDir(), "users.json")); err != nil || rep != (Report{GroupCreated: true}) {
 		t.Errorf("group only: %+v %v", rep, err)
 	}
 }
@@ -271,12 +271,12 @@ func TestEnsureAccountsConverges(t *testing.T) {
 	before := etcState(t, dir)
 	journal := filepath.Join(t.TempDir(), "users.json")
 	a := accounts(dir)
-	if _, err := EnsureAccounts(a, journal); err != nil {
+	if _, err := Ensure(a, journal); err != nil {
 		t.Fatal(err)
 	}
 	a.UIDMax = acctMin + 9
-	rep, err := EnsureAccounts(a, journal)
-	if err != nil || rep != (AccountsReport{GroupExisted: true, UsersExisting: 10, UsersRemoved: 90}) {
+	rep, err := Ensure(a, journal)
+	if err != nil || rep != (Report{GroupExisted: true, UsersExisting: 10, UsersRemoved: 90}) {
 		t.Fatalf("shrunk: %+v %v", rep, err)
 	}
 	pw, _ := os.ReadFile(filepath.Join(dir, "passwd"))
@@ -285,10 +285,10 @@ func TestEnsureAccountsConverges(t *testing.T) {
 		t.Errorf("after shrinking: %d passwd and %d shadow entries, want 10", n, m)
 	}
 	a.Users = false
-	if rep, err := EnsureAccounts(a, journal); err != nil || rep != (AccountsReport{GroupExisted: true, UsersRemoved: 10}) {
+	if rep, err := Ensure(a, journal); err != nil || rep != (Report{GroupExisted: true, UsersRemoved: 10}) {
 		t.Fatalf("users off: %+v %v", rep, err)
 	}
-	if _, err := UndoAccounts(journal); err != nil {
+	if _, err := Undo(journal); err != nil {
 		t.Fatal(err)
 	}
 	after := etcState(t, dir)
@@ -297,19 +297,19 @@ func TestEnsureAccountsConverges(t *testing.T) {
 	noJournal(t, journal)
 
 	// A journal for another group or gid is refused.
-	if _, err := EnsureAccounts(accounts(dir), journal); err != nil {
+	if _, err := Ensure(accounts(dir), journal); err != nil {
 		t.Fatal(err)
 	}
 	b := accounts(dir)
 	b.GID = acctGID + 1
-	if _, err := EnsureAccounts(b, journal); !errors.Is(err, ErrJournalConfig) {
+	if _, err := Ensure(b, journal); !errors.Is(err, ErrJournalConfig) {
 		t.Errorf("another gid: %v, want ErrJournalConfig", err)
 	}
 }
 
 func TestEnsureAccountsWaitsForLock(t *testing.T) {
 	dir := etcDir(t)
-	// An OFD lock conflicts with EnsureAccounts' even within this process,
+	// An OFD lock conflicts with Ensure' even within this process,
 	// as lckpwdf's does from another one.
 	fd, err := unix.Open(filepath.Join(dir, ".pwd.lock"), unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -324,7 +324,7 @@ func TestEnsureAccountsWaitsForLock(t *testing.T) {
 	a := accounts(dir)
 	a.LockTimeout = 50 * time.Millisecond
 	journal := filepath.Join(t.TempDir(), "users.json")
-	if _, err := EnsureAccounts(a, journal); !errors.Is(err, ErrLocked) {
+	if _, err := Ensure(a, journal); !errors.Is(err, ErrLocked) {
 		t.Fatalf("with the lock held: %v, want ErrLocked", err)
 	}
 	sameEtc(t, "locked", before, etcState(t, dir))
@@ -332,7 +332,7 @@ func TestEnsureAccountsWaitsForLock(t *testing.T) {
 	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := EnsureAccounts(a, journal); err != nil {
+	if _, err := Ensure(a, journal); err != nil {
 		t.Fatalf("after unlock: %v", err)
 	}
 }
@@ -348,7 +348,7 @@ func TestEnsureAccountsRollsBack(t *testing.T) {
 	setImmutable(t, shadow, true)
 	t.Cleanup(func() { setImmutable(t, shadow, false) })
 	journal := filepath.Join(t.TempDir(), "users.json")
-	if _, err := EnsureAccounts(accounts(dir), journal); !errors.Is(err, unix.EPERM) {
+	if _, err := Ensure(accounts(dir), journal); !errors.Is(err, unix.EPERM) {
 		t.Fatalf("with shadow immutable: %v, want EPERM", err)
 	}
 	sameEtc(t, "rolled back", before, etcState(t, dir))
@@ -368,10 +368,10 @@ func BenchmarkEnsureAccounts10000(b *testing.B) {
 	a := accounts(dir)
 	a.UIDMax = acctMin + 9999
 	for b.Loop() {
-		if _, err := EnsureAccounts(a, journal); err != nil {
+		if _, err := Ensure(a, journal); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := UndoAccounts(journal); err != nil {
+		if _, err := Undo(journal); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -382,21 +382,45 @@ func TestEnsureAccountsBadInput(t *testing.T) {
 	dir := etcDir(t)
 	before := etcState(t, dir)
 	for _, tc := range []struct {
-		edit func(*Accounts)
+		edit func(*Entries)
 		want string
 	}{
-		{func(a *Accounts) { a.Group = "a:b" }, "users.group"},
-		{func(a *Accounts) { a.GID = 0 }, "users.gid"},
-		{func(a *Accounts) { a.UIDMax = a.UIDMin - 1 }, "users.uid_min..uid_max"},
-		{func(a *Accounts) { a.UIDMax = a.UIDMin + MaxPoolUsers }, "at most 100000"},
+		{func(a *Entries) { a.Group = "a:b" }, "users.group"},
+		{func(a *Entries) { a.GID = 0 }, "users.gid"},
+		{func(a *Entries) { a.UIDMax = a.UIDMin - 1 }, "users.uid_min..uid_max"},
+		{func(a *Entries) { a.UIDMax = a.UIDMin + MaxPoolUsers }, "at most 100000"},
 	} {
 		a := accounts(dir)
 		tc.edit(&a)
 		journal := filepath.Join(t.TempDir(), "users.json")
-		if _, err := EnsureAccounts(a, journal); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Ensure(a, journal); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want an error naming %q", a, err, tc.want)
 		}
 		noJournal(t, journal)
 	}
 	sameEtc(t, "bad input", before, etcState(t, dir))
+}
+
+// fsImmutFL is FS_IMMUTABLE_FL (chattr +i).
+const fsImmutFL = 0x00000010
+
+func setImmutable(t *testing.T, path string, on bool) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Skipf("no inode flags here: %v", err)
+	}
+	if on {
+		flags |= fsImmutFL
+	} else {
+		flags &^= fsImmutFL
+	}
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags)); err != nil {
+		t.Fatalf("chattr %s: %v", path, err)
+	}
 }

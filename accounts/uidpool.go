@@ -1,10 +1,11 @@
-package acl
+package accounts
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -29,6 +30,13 @@ func NewUIDPool(min, max int, group string, gid uint32) *UIDPool {
 	return &UIDPool{Pool: lease.New(min, max), GID: gid, Group: group}
 }
 
+// IsLeased reports whether uid is leased to an instance: the question a
+// quota backend asks before clearing the quota of a uid (see
+// quota.Backend.RemoveLeftover).
+func (p *UIDPool) IsLeased(uid uint32) bool {
+	return uid <= math.MaxInt32 && p.Held(int(uid))
+}
+
 // CheckPasswd fails with ErrPoolOverlap when a user in the passwd file at
 // path has a uid inside the pool. Entries that ward setup writes for the
 // pool itself — named "<group>-<uid>" with the pool's gid — are not an
@@ -36,7 +44,7 @@ func NewUIDPool(min, max int, group string, gid uint32) *UIDPool {
 func (p *UIDPool) CheckPasswd(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("acl: %w", err)
+		return fmt.Errorf("accounts: %w", err)
 	}
 	defer f.Close()
 	return p.checkPasswd(f, path)
@@ -61,7 +69,7 @@ func (p *UIDPool) checkPasswd(r io.Reader, path string) error {
 		clashes = append(clashes, fmt.Sprintf("%s (uid %d, %s line %d)", f[0], uid, path, line))
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("acl: read %s: %w", path, err)
+		return fmt.Errorf("accounts: read %s: %w", path, err)
 	}
 	if len(clashes) > 0 {
 		return fmt.Errorf("%w: users.uid_min..uid_max = %d..%d contains %s; move the range or the users",

@@ -1,19 +1,16 @@
-package acl
+package instdir
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// PrepareDir fills a new instance directory — made empty, root-owned and
-// mode 0700 by the disk quota backend — with logs/stdout.log and
+// Prepare fills a new instance directory — made empty, root-owned and mode
+// 0700 by the disk quota backend — with logs/stdout.log and
 // logs/stderr.log, hands it to uid:gid (no other instance — all share gid —
 // can read it), and returns the two log files open for appending. On
 // failure the directory is left for the caller to remove with its quota.
@@ -23,7 +20,7 @@ import (
 // otherwise plant a symlink in the directory between its chown and the
 // opening of a log, and have root open (and chown) any file. For the same
 // reason anything but a directory of root's is refused.
-func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
+func Prepare(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
 	defer func() {
 		if err != nil {
 			if stdout != nil {
@@ -33,7 +30,7 @@ func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
 				stderr.Close()
 			}
 			stdout, stderr = nil, nil
-			err = fmt.Errorf("acl: instance dir: %w", err)
+			err = fmt.Errorf("instdir: %w", err)
 		}
 	}()
 	var st unix.Stat_t
@@ -43,14 +40,14 @@ func PrepareDir(dir string, uid, gid int) (stdout, stderr *os.File, err error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() {
 		return nil, nil, fmt.Errorf("%s is not a new directory of ours", dir)
 	}
-	logs := filepath.Join(dir, "logs")
+	logs := filepath.Join(dir, logsDir)
 	if err = os.Mkdir(logs, 0o700); err != nil {
 		return
 	}
-	if stdout, err = createLog(filepath.Join(logs, "stdout.log"), uid, gid); err != nil {
+	if stdout, err = createLog(LogPath(dir, Stdout), uid, gid); err != nil {
 		return
 	}
-	if stderr, err = createLog(filepath.Join(logs, "stderr.log"), uid, gid); err != nil {
+	if stderr, err = createLog(LogPath(dir, Stderr), uid, gid); err != nil {
 		return
 	}
 	if err = os.Chown(logs, uid, gid); err != nil {
@@ -74,39 +71,4 @@ func createLog(path string, uid, gid int) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
-}
-
-// RemoveDir removes an instance directory; an absent one is not an error.
-func RemoveDir(dir string) error {
-	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("acl: remove %s: %w", dir, err)
-	}
-	return nil
-}
-
-// KillUID SIGKILLs every process whose real or effective uid is uid. It is
-// for a uid about to go back to the pool with processes that escaped their
-// cgroup (a group that vanished): the next holder must not inherit them.
-func KillUID(uid int) (killed int) {
-	ents, _ := os.ReadDir("/proc")
-	want := strconv.Itoa(uid)
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 3 && f[0] == "Uid:" && (f[1] == want || f[2] == want) {
-				if unix.Kill(pid, unix.SIGKILL) == nil {
-					killed++
-				}
-				break
-			}
-		}
-	}
-	return killed
 }

@@ -203,7 +203,7 @@ func (a *Agent) endEvent(in *instance, next *record) *api.Event {
 	if !next.State.Terminal() || endAnnounced(next) {
 		return nil
 	}
-	e := next.event(eventKind(next.State))
+	e := next.event(api.EndEvent(next.State))
 	e.Reason, e.ExitCode = next.Reason, next.ExitCode
 	e.MemoryPeakBytes, e.OOMKills, e.StderrTail = next.MemoryPeak, next.OOMKills, next.StderrTail
 	return &e
@@ -276,19 +276,6 @@ func classifyExit(e spawn.Exit) (api.State, string) {
 		return api.StateCrashed, fmt.Sprintf("main process exited with code %d", e.Code)
 	}
 	return api.StateExited, "main process exited with code 0"
-}
-
-// eventKind is the event kind of a terminal state.
-func eventKind(s api.State) string {
-	switch s {
-	case api.StateStopped:
-		return api.EventStopped
-	case api.StateOOMKilled:
-		return api.EventOOMKilled
-	case api.StateCrashed:
-		return api.EventCrashed
-	}
-	return api.EventExited
 }
 
 // noteEnd keeps what the cgroup and logs said about an ending instance in

@@ -160,6 +160,20 @@ var EventKinds = []string{
 	EventLimitChanged, EventMemoryPressure, EventHealthChanged,
 }
 
+// EndEvent is the kind of the event announcing an instance's end in the
+// terminal state s.
+func EndEvent(s State) string {
+	switch s {
+	case StateStopped:
+		return EventStopped
+	case StateOOMKilled:
+		return EventOOMKilled
+	case StateCrashed:
+		return EventCrashed
+	}
+	return EventExited
+}
+
 // Codes lists every error code.
 var Codes = []Code{CodeInvalidArgument, CodeNotFound, CodeConflict, CodeResourceExhausted, CodeUnavailable, CodeInternal}
 

@@ -513,7 +513,7 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 			}
 			continue
 		}
-		kind := endKind(r.State)
+		kind := api.EndEvent(r.State)
 		if c.kinds[id][kind] == 0 {
 			add("record %s: ended %s, but no %s event was delivered", id, r.State, kind)
 		}
@@ -540,19 +540,6 @@ func (c *chaosChecker) checkEvents(recs map[string]*chaosRecord, ids []string, a
 func limitsText(l *api.Limits) string {
 	b, _ := json.Marshal(l)
 	return string(b)
-}
-
-// endKind is the event kind announcing a terminal state.
-func endKind(s api.State) string {
-	switch s {
-	case api.StateStopped:
-		return api.EventStopped
-	case api.StateOOMKilled:
-		return api.EventOOMKilled
-	case api.StateCrashed:
-		return api.EventCrashed
-	}
-	return api.EventExited
 }
 
 // readOutbox reads an outbox directory without touching it: the highest

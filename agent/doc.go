@@ -6,10 +6,11 @@
 // Three shapes carry everything else:
 //
 //   - Resources (resource.go, resources.go). Everything an instance holds
-//     on the host — its leases, its record, its cgroup, the OOM watch, its
-//     directory, its processes, the exit watch, the start's announcement,
-//     the health check, the route — is a resource in one ordered list
-//     (defaultSteps). A start creates them forwards and, on a failure,
+//     on the host — its leases, its record, its cgroup with the OOM watch
+//     on it, its directory, its processes, the exit watch, the start's
+//     announcement, the health check, the route — is a resource in one
+//     ordered list (defaultSteps). A start creates them forwards and, on a
+//     failure,
 //     releases exactly those it made, in reverse; an ended instance
 //     releases them all in reverse; a restarted agent adopts them
 //     forwards; a limit change updates them forwards and puts them back in

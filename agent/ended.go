@@ -6,7 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/api"
-	"github.com/hostward/ward/instdir"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -64,7 +63,3 @@ func oomReason(f endFacts) string {
 	}
 	return fmt.Sprintf("out of memory: %d byte limit, %s", f.limit, kills)
 }
-
-// stderrTail returns the last lines of the instance's stderr log, read
-// without trusting the instance's directory (see instdir.StderrTail).
-func stderrTail(dir string, uid int) string { return instdir.StderrTail(dir, uid) }

@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/hostward/ward/api"
-	"github.com/hostward/ward/lease"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -61,20 +59,10 @@ func (a *Agent) reconcile() error {
 func (a *Agent) recover(rec *record, stored uint64) error {
 	in := &instance{id: rec.Spec.ID, name: rec.Spec.Name, index: rec.Spec.Index, rec: *rec}
 	log := a.log.With("id", in.id)
-	if !rec.Released {
-		// A lease outside the configured range (the range changed) stays
-		// the instance's; nobody else can be handed it.
-		if err := a.uids.Claim(rec.UID, in.id); errors.Is(err, lease.ErrOutOfRange) {
-			log.Warn("reconcile: uid outside users.uid_min..uid_max", "uid", rec.UID)
-		} else if err != nil {
-			return fmt.Errorf("record %s: uid: %w", in.id, err)
-		}
-		if rec.Port != 0 {
-			if err := a.ports.Claim(rec.Port, in.id); errors.Is(err, lease.ErrOutOfRange) {
-				log.Warn("reconcile: port outside ports.min..max", "port", rec.Port)
-			} else if err != nil {
-				return fmt.Errorf("record %s: port: %w", in.id, err)
-			}
+	if !rec.Released && rec.State != api.StateRunning {
+		// A running record's leases are adopted with the rest of it.
+		if err := (leases{a}).adopt(in); err != nil {
+			return fmt.Errorf("record %s: %w", in.id, err)
 		}
 	}
 	// recover runs before anything is served, but its watchers may act on
@@ -148,9 +136,25 @@ func (a *Agent) announceUnstored(in *instance, stored uint64) {
 func (a *Agent) recoverRunning(in *instance, log *slog.Logger) error {
 	rec := in.record()
 	var end func() error
+	var kills uint64
 	err := a.adoptAll(in, func() bool {
 		g, p := in.cgroup(), in.process()
+		in.mu.Lock()
+		kills = in.seenKills // as the cgroup's adopt read it
+		in.mu.Unlock()
 		switch {
+		case g != nil && p != nil && kills > rec.OOMKills && a.policyKill():
+			// Under policy kill an OOM ends the instance: this one came
+			// while nobody watched. Its exit watcher records the end; its
+			// health check and route are not adopted.
+			log.Warn("reconcile: instance ran out of memory while the agent was down: killing it", "oom_kills", kills)
+			in.mu.Lock()
+			in.oomKill, in.oomAt = true, time.Now()
+			in.mu.Unlock()
+			if err := g.KillAll(); err != nil {
+				log.Error("reconcile: oom kill", "err", err)
+			}
+			return true
 		case g != nil && p != nil:
 			return true
 		case p != nil:
@@ -181,28 +185,15 @@ func (a *Agent) recoverRunning(in *instance, log *slog.Logger) error {
 	if end != nil {
 		return end()
 	}
+	if in.killedForOOM() {
+		return nil
+	}
 	// A limit change that reached the kernel but not the record was never
 	// acknowledged: the record wins.
 	if err := a.updateAll(in, rec.Limits); err != nil {
 		log.Warn("reconcile: re-applying the limits on record", "err", err)
 	}
-	in.mu.Lock()
-	kills := in.seenKills
-	in.mu.Unlock()
-	switch {
-	case kills > rec.OOMKills && a.policyKill():
-		// Under policy kill an OOM ends the instance: this one came while
-		// nobody watched. The exit watcher records the end.
-		log.Warn("reconcile: instance ran out of memory while the agent was down: killing it", "oom_kills", kills)
-		in.mu.Lock()
-		in.oomKill, in.oomAt = true, time.Now()
-		in.mu.Unlock()
-		a.health.Remove(in.id)
-		a.unroute(in)
-		if err := in.cgroup().KillAll(); err != nil {
-			log.Error("reconcile: oom kill", "err", err)
-		}
-	case kills > rec.OOMKills:
+	if kills > rec.OOMKills {
 		a.notifyOOM(in, kills, " (while the agent was down)")
 	}
 	log.Info("reconcile: re-adopted", "pid", rec.PID)

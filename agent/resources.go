@@ -74,9 +74,27 @@ func (r leases) create(in *instance) error {
 	return nil
 }
 
-// adopt is done by recover for every unreleased record before any other
-// resource, so that no lease is handed out twice.
-func (leases) adopt(*instance) error              { return nil }
+// adopt claims the record's leases again, so that nobody else is handed
+// them. One outside the configured range (the range changed) stays the
+// instance's all the same.
+func (r leases) adopt(in *instance) error {
+	rec := in.record()
+	log := r.a.log.With("id", in.id)
+	if err := r.a.uids.Claim(rec.UID, in.id); errors.Is(err, lease.ErrOutOfRange) {
+		log.Warn("reconcile: uid outside users.uid_min..uid_max", "uid", rec.UID)
+	} else if err != nil {
+		return fmt.Errorf("uid: %w", err)
+	}
+	if rec.Port != 0 {
+		if err := r.a.ports.Claim(rec.Port, in.id); errors.Is(err, lease.ErrOutOfRange) {
+			log.Warn("reconcile: port outside ports.min..max", "port", rec.Port)
+		} else if err != nil {
+			return fmt.Errorf("port: %w", err)
+		}
+	}
+	return nil
+}
+
 func (leases) update(*instance, api.Limits) error { return nil }
 func (leases) leaks(ownership) ([]leak, error)    { return nil, nil }
 func (r leases) release(in *instance) error {
@@ -117,7 +135,7 @@ func (r recordFile) release(in *instance) error {
 		return nil
 	}
 	next.Released = true
-	return r.a.commit(in, next, r.a.endEvent(in, &next), "")
+	return r.a.commit(in, next, endEvent(&next), "")
 }
 
 // cgroupResource is the instance's cgroup, with its limits, and the OOM

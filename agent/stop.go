@@ -9,6 +9,7 @@ import (
 
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
+	"github.com/hostward/ward/instdir"
 	"github.com/hostward/ward/spawn"
 )
 
@@ -157,7 +158,7 @@ func (a *Agent) finish(in *instance, decide func()) error {
 	if !rec.State.Terminal() {
 		return err
 	}
-	if cerr := a.commit(in, rec, a.endEvent(in, &rec), ""); cerr != nil {
+	if cerr := a.commit(in, rec, endEvent(&rec), ""); cerr != nil {
 		a.log.Error("end not recorded", "id", in.id, "err", cerr)
 	}
 	return err
@@ -199,7 +200,7 @@ func (a *Agent) end(in *instance, state api.State, reason string, recordFirst bo
 
 // endEvent is the event announcing next's end, or nil when next is not
 // ended or its end was announced already (a release resumed).
-func (a *Agent) endEvent(in *instance, next *record) *api.Event {
+func endEvent(next *record) *api.Event {
 	if !next.State.Terminal() || endAnnounced(next) {
 		return nil
 	}
@@ -287,7 +288,7 @@ func (a *Agent) noteEnd(in *instance, f endFacts, state api.State) {
 		in.mu.Lock()
 		dir, uid := in.rec.Dir, in.rec.UID
 		in.mu.Unlock()
-		tail = stderrTail(dir, uid)
+		tail = instdir.StderrTail(dir, uid)
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()

@@ -94,10 +94,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	return serveErr
 }
 
-// How long a stopping agent waits. ward.service sets no TimeoutStopSec, so
-// systemd's default of 90 s applies before it SIGKILLs the agent: the sum
-// of these (at most about 35 s) stays well inside it, and a SIGKILL — which
-// the agent survives too, but which answers nobody — is never needed.
+// How long a stopping agent waits. ward.service gives it TimeoutStopSec=45s
+// before systemd SIGKILLs it: the sum of these (at most about 35 s) stays
+// inside that, and a SIGKILL — which the agent survives too, but which
+// answers nobody — is never needed.
 const (
 	// drainTimeout is how long requests in flight have to finish once
 	// the agent stops taking new ones; each still running then is

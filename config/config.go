@@ -49,6 +49,24 @@ type Config struct {
 	Stop      Stop      `yaml:"stop"`
 	Logs      Logs      `yaml:"logs"`
 	Reconcile Reconcile `yaml:"reconcile"`
+	Isolation Isolation `yaml:"isolation"`
+}
+
+// Isolation configures what walls an instance runs behind besides its
+// cgroup and pool user (SPEC.md "Isolation modes").
+type Isolation struct {
+	Mode IsolationMode `yaml:"mode"`
+	// TmpBytes bounds the private /tmp, /var/tmp and /dev/shm of a
+	// namespaced instance, all three together. The tmpfs pages are charged
+	// to the instance's memory cgroup, so they also count against its
+	// memory limit.
+	TmpBytes int64 `yaml:"tmp_bytes"`
+	// NOFILE is every instance's RLIMIT_NOFILE (soft and hard), whatever
+	// the agent's own.
+	NOFILE uint64 `yaml:"nofile"`
+	// Hide lists more absolute paths a namespaced instance must not see,
+	// beside ward's own config, state and socket.
+	Hide []string `yaml:"hide"`
 }
 
 // Cgroup configures where instance cgroups are created.
@@ -235,6 +253,7 @@ func Default() *Config {
 		Reconcile: Reconcile{
 			Interval: Duration(30 * time.Second),
 		},
+		Isolation: Isolation{Mode: IsolationNamespaces, TmpBytes: 64 * mib, NOFILE: 65536, Hide: []string{}},
 	}
 }
 

@@ -89,6 +89,10 @@ func TestDefaults(t *testing.T) {
 		"logs.max_bytes":          int64(10 << 20),
 		"logs.keep":               1,
 		"reconcile.interval":      Duration(30 * time.Second),
+		"isolation.mode":          IsolationNamespaces,
+		"isolation.tmp_bytes":     int64(64 << 20),
+		"isolation.nofile":        uint64(65536),
+		"isolation.hide":          []string{},
 	}
 	got := leaves(Default())
 	for key, w := range want {
@@ -159,6 +163,7 @@ func TestParseFull(t *testing.T) {
 		Stop:      Stop{Timeout: Duration(90 * time.Second)},
 		Logs:      Logs{MaxBytes: 1 << 20, Keep: 3},
 		Reconcile: Reconcile{Interval: Duration(time.Minute)},
+		Isolation: Isolation{Mode: IsolationUID, TmpBytes: 32 << 20, NOFILE: 4096, Hide: []string{"/srv/secrets"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full.yaml) =\n%+v\nwant\n%+v", got, want)

@@ -45,6 +45,26 @@ var OOMPolicies = []OOMPolicy{OOMKill, OOMNotify}
 // Valid reports whether p is one of OOMPolicies.
 func (p OOMPolicy) Valid() bool { return slices.Contains(OOMPolicies, p) }
 
+// IsolationMode is isolation.mode: the walls around an instance besides its
+// cgroup and pool user.
+type IsolationMode string
+
+const (
+	// IsolationNamespaces gives every instance its own PID, IPC, UTS, mount
+	// and cgroup namespaces, a read-only host filesystem, private /tmp, a
+	// seccomp filter and no capabilities.
+	IsolationNamespaces IsolationMode = "namespaces"
+	// IsolationUID is the original model: pooled user, ACL deny list, the
+	// host's namespaces.
+	IsolationUID IsolationMode = "uid"
+)
+
+// IsolationModes lists the values isolation.mode accepts.
+var IsolationModes = []IsolationMode{IsolationNamespaces, IsolationUID}
+
+// Valid reports whether m is one of IsolationModes.
+func (m IsolationMode) Valid() bool { return slices.Contains(IsolationModes, m) }
+
 // oneOf is the "must be one of" list of an enum's values, for errors.
 func oneOf[T ~string](values []T) string {
 	s := make([]string, len(values))

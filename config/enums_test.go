@@ -31,6 +31,7 @@ func TestEnumKeys(t *testing.T) {
 		{"quota: {backend: BTRFS}", `quota.backend: must be one of none, btrfs, project, user, got "BTRFS"`},
 		{"quota: {backend: ''}", `quota.backend: must be one of none, btrfs, project, user, got ""`},
 		{"oom: {policy: restart}", `oom.policy: must be one of kill, notify, got "restart"`},
+		{"isolation: {mode: chroot}", `isolation.mode: must be one of namespaces, uid, got "chroot"`},
 	} {
 		if _, err := Parse([]byte(tc.in)); err == nil || err.Error() != tc.want {
 			t.Errorf("Parse(%q) = %v, want %q", tc.in, err, tc.want)
@@ -42,6 +43,11 @@ func TestEnumKeys(t *testing.T) {
 	for _, b := range QuotaBackends {
 		if !b.Valid() {
 			t.Errorf("%q not Valid", b)
+		}
+	}
+	for _, m := range IsolationModes {
+		if !m.Valid() {
+			t.Errorf("%q not Valid", m)
 		}
 	}
 	for _, p := range OOMPolicies {

@@ -164,7 +164,35 @@ func (c *Config) Validate() error {
 		v.add("reconcile.interval", "must be >= 1s, got %s", c.Reconcile.Interval)
 	}
 
+	c.Isolation.validate(&v)
+
 	return errors.Join(v...)
+}
+
+func (is *Isolation) validate(v *violations) {
+	if !is.Mode.Valid() {
+		v.add("isolation.mode", "must be one of %s, got %q", oneOf(IsolationModes), is.Mode)
+	}
+	// A tmpfs needs at least a page; below 1 MiB no program's temporary
+	// files fit, which is a typo rather than a choice.
+	if is.TmpBytes < mib {
+		v.add("isolation.tmp_bytes", "must be >= 1048576 (1 MiB), got %d", is.TmpBytes)
+	}
+	// Below 64 a dynamic linker, a runtime and stdio leave a program no fd
+	// of its own; above fs.nr_open's default the kernel refuses it.
+	if is.NOFILE < 64 || is.NOFILE > 1<<20 {
+		v.add("isolation.nofile", "must be in [64, 1048576], got %d", is.NOFILE)
+	}
+	for i, h := range is.Hide {
+		key := fmt.Sprintf("isolation.hide[%d]", i)
+		v.absPath(key, h)
+		if path.Clean(h) == "/" {
+			v.add(key, "cannot hide the root directory")
+		}
+		if hasDotDot(h) {
+			v.add(key, "must not contain '..', got %q", h)
+		}
+	}
 }
 
 func (n *NATS) validate(v *violations) {

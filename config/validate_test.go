@@ -77,6 +77,12 @@ func TestValidateRejects(t *testing.T) {
 		{"logs.keep negative", func(c *Config) { c.Logs.Keep = -1 }, "logs.keep"},
 		{"logs.keep many", func(c *Config) { c.Logs.Keep = 11 }, "logs.keep"},
 		{"reconcile.interval short", func(c *Config) { c.Reconcile.Interval = Duration(999 * time.Millisecond) }, "reconcile.interval"},
+		{"isolation.mode unknown", func(c *Config) { c.Isolation.Mode = "jail" }, "isolation.mode"},
+		{"isolation.tmp_bytes small", func(c *Config) { c.Isolation.TmpBytes = 4096 }, "isolation.tmp_bytes"},
+		{"isolation.nofile small", func(c *Config) { c.Isolation.NOFILE = 10 }, "isolation.nofile"},
+		{"isolation.nofile big", func(c *Config) { c.Isolation.NOFILE = 1<<20 + 1 }, "isolation.nofile"},
+		{"isolation.hide relative", func(c *Config) { c.Isolation.Hide = []string{"srv/x"} }, "isolation.hide[0]"},
+		{"isolation.hide root", func(c *Config) { c.Isolation.Hide = []string{"/tmp", "/"} }, "isolation.hide[1]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

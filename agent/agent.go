@@ -48,6 +48,13 @@ type Options struct {
 	// nowhere). Instances re-adopted at startup are announced there
 	// before New returns.
 	Routes RouteSink
+	// Init is ward-init's path (default: nsinit.Path, beside the running
+	// binary). Every instance starts through it.
+	Init string
+	// ConfigFile is the file Config was read from (default
+	// config.DefaultPath): it and its directory are hidden from
+	// namespaced instances.
+	ConfigFile string
 }
 
 // Agent runs the instances of one host. Its methods are the API both
@@ -79,6 +86,7 @@ type Agent struct {
 	// steps are the per-instance resources, in creation order (see
 	// resource).
 	steps []step
+	iso   isolation
 
 	// Lock order: an instance's opMu, then a.mu, then an instance's mu;
 	// the outbox's lock is taken under any of them and takes none.
@@ -166,6 +174,15 @@ func New(opts Options) (*Agent, error) {
 		a.retention = DefaultRetention
 	}
 	a.steps = a.defaultSteps()
+	iso, err := newIsolation(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	a.iso = iso
+	var capped bool
+	if a.iso.nofile, capped = instanceFileLimit(cfg.Isolation.NOFILE); capped {
+		log.Warn("isolation.nofile is above the agent's hard open-file limit, which it may not raise: instances get the agent's; raise the service's LimitNOFILE", "nofile", cfg.Isolation.NOFILE, "limit", a.iso.nofile)
+	}
 	a.counters.Store(&countersBox{opts.Counters})
 	a.routes.sink = opts.Routes
 	a.raiseFileLimit()

@@ -71,6 +71,7 @@ func testConfig(t testing.TB) *config.Config {
 	cfg.Ports.Max = cfg.Ports.Min + 9
 	cfg.Stop.Timeout = config.Duration(2 * time.Second)
 	cfg.Reconcile.Interval = config.Duration(time.Second)
+	cfg.Isolation.NOFILE = 4096 // below this host's hard limit, which root here may not raise
 	t.Cleanup(func() { removeParent(cfg.Cgroup.Parent) })
 	return cfg
 }
@@ -125,7 +126,13 @@ func waitState(t *testing.T, a *Agent, id string, state api.State) *api.Instance
 }
 
 func TestExitDetection(t *testing.T) {
-	a := newTestAgent(t, nil)
+	for _, mode := range config.IsolationModes {
+		t.Run(string(mode), func(t *testing.T) { testExitDetection(t, mode) })
+	}
+}
+
+func testExitDetection(t *testing.T, mode config.IsolationMode) {
+	a := newTestAgent(t, func(c *config.Config) { c.Isolation.Mode = mode })
 	cases := []struct {
 		script string
 		state  api.State
@@ -137,6 +144,17 @@ func TestExitDetection(t *testing.T) {
 		{"kill -KILL $$", api.StateCrashed, nil, "SIGKILL"},
 		// the main process goes, a child stays: the child must die too
 		{"sleep 1000 & exit 0", api.StateExited, intp(0), ""},
+	}
+	if mode == config.IsolationNamespaces {
+		// The main process is its PID namespace's init, which no signal
+		// from inside the namespace reaches without a handler — SIGKILL
+		// included — as in every container runtime without an init.
+		cases[2] = struct {
+			script string
+			state  api.State
+			code   *int
+			signal string
+		}{"kill -KILL $$; exit 4", api.StateCrashed, intp(4), ""}
 	}
 	for i, c := range cases {
 		inst := mustStart(t, a, api.Request{Name: "exit", Index: i, Command: sh(c.script)})
@@ -170,7 +188,8 @@ func TestStartRollsBackOnSpawnFailure(t *testing.T) {
 	a := newTestAgent(t, nil)
 	// Executable by root's check, not by the pool uid: exec fails after the
 	// record, dir and cgroup exist.
-	dir, err := os.MkdirTemp("", "ward-noexec-")
+	// Not under /tmp, which a namespaced instance does not see.
+	dir, err := os.MkdirTemp("/var/lib", "ward-noexec-")
 	if err != nil {
 		t.Fatal(err)
 	}

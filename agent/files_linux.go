@@ -75,3 +75,22 @@ func (a *Agent) raiseFileLimit() {
 	}
 	a.log.Info("open files limit raised for the uid pool", "from", cur.Cur, "to", want.Cur, "pool", pool)
 }
+
+// instanceFileLimit is the RLIMIT_NOFILE instances get for
+// isolation.nofile: that, unless it is above the agent's own hard limit
+// and the agent may not raise a hard limit (no CAP_SYS_RESOURCE), when
+// ward-init, a child of the agent, could give no more than the agent's.
+// capped says so.
+func instanceFileLimit(nofile uint64) (limit uint64, capped bool) {
+	var cur unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &cur); err != nil || cur.Max >= nofile {
+		return nofile, false
+	}
+	// Ask the kernel by raising the agent's own hard limit to nofile,
+	// which then stays: its children may be given it.
+	want := unix.Rlimit{Cur: cur.Cur, Max: nofile}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+		return cur.Max, true
+	}
+	return nofile, false
+}

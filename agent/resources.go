@@ -327,6 +327,7 @@ func (r processes) create(in *instance) error {
 	} else {
 		sp.CgroupV1Dirs = g.Dirs()
 	}
+	a.spawnIsolation(&sp, &rec)
 	p, err := spawn.Start(sp)
 	if err != nil {
 		return spawnError(err)

@@ -99,6 +99,13 @@ func (a *Agent) terminate(in *instance, g *cgroup.Group, grace time.Duration) er
 		if err := g.Signal(unix.SIGTERM); err != nil {
 			a.log.Warn("stop: SIGTERM", "id", in.id, "err", err)
 		}
+		if in.proc != nil {
+			// A namespaced main process is its PID namespace's init,
+			// which SIGTERM reaches only through a handler.
+			if err := in.proc.TermInit(); err != nil {
+				a.log.Warn("stop: SIGTERM to a namespace's init", "id", in.id, "err", err)
+			}
+		}
 		parent := in.stopCtx
 		if parent == nil {
 			parent = context.Background()

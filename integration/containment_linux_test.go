@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/api"
+	"github.com/hostward/ward/config"
 )
 
 // The containment tests try to break out of an instance the way a tenant
@@ -105,8 +106,18 @@ func TestContainForkBomb(t *testing.T) {
 	ty.answers()
 }
 
+// TestContainProbeNeighbour runs in both isolation modes: in uid mode the
+// kernel's permission checks refuse the neighbour's files and processes;
+// in namespaces mode they are not even there (its directory is hidden, its
+// pid not in the prober's PID namespace).
 func TestContainProbeNeighbour(t *testing.T) {
-	ty := newTenancy(t)
+	for _, mode := range config.IsolationModes {
+		t.Run(string(mode), func(t *testing.T) { testContainProbeNeighbour(t, mode) })
+	}
+}
+
+func testContainProbeNeighbour(t *testing.T, mode config.IsolationMode) {
+	ty := newTenancyWith(t, func(c *config.Config) { c.Isolation.Mode = mode })
 	victim := ty.startReq(api.Request{Name: "victim", Env: map[string]string{"SECRET": "s3cr3t"}}, "hog", "-mb", "4")
 	victim.result("touched", nil)
 
@@ -126,15 +137,22 @@ func TestContainProbeNeighbour(t *testing.T) {
 	if o.Dir != victim.inst.Dir || o.PID != *victim.inst.PID {
 		t.Fatalf("probe aimed at %s / %d, want %s / %d", o.Dir, o.PID, victim.inst.Dir, *victim.inst.PID)
 	}
+	denied, refused := "EACCES", "EPERM"
+	if mode == config.IsolationNamespaces {
+		denied, refused = "ENOENT", "ESRCH"
+	}
 	for _, c := range []struct{ what, got, want string }{
-		{"list the neighbour's dir", o.ReadDir, "EACCES"},
-		{"open a file in the neighbour's dir", o.Open, "EACCES"},
-		{"kill(pid, 0)", o.Kill0, "EPERM"},
-		{"ptrace attach", o.Ptrace, "EPERM"},
-		{"read /proc/pid/environ", o.Environ, "EACCES"},
-		{"read /proc/pid/mem", o.Mem, "EACCES"},
-		{"kill(pid, SIGTERM)", o.KillTerm, "EPERM"},
+		{"list the neighbour's dir", o.ReadDir, denied},
+		{"open a file in the neighbour's dir", o.Open, denied},
+		{"kill(pid, 0)", o.Kill0, refused},
+		{"ptrace attach", o.Ptrace, refused},
+		{"read /proc/pid/environ", o.Environ, "ENOENT"},
+		{"read /proc/pid/mem", o.Mem, "ENOENT"},
+		{"kill(pid, SIGTERM)", o.KillTerm, refused},
 	} {
+		if mode == config.IsolationUID && (c.what == "read /proc/pid/environ" || c.what == "read /proc/pid/mem") {
+			c.want = "EACCES"
+		}
 		if c.got != c.want {
 			t.Errorf("neighbour: %s: got %q, want %s", c.what, c.got, c.want)
 		}

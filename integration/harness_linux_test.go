@@ -18,6 +18,7 @@ import (
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testagent"
 	"github.com/hostward/ward/localapi"
+	"github.com/hostward/ward/nsinit"
 )
 
 // Pool range of this package's tests (other packages use other ranges).
@@ -36,6 +37,7 @@ var (
 const binaryEnv = "WARD_TEST_BINARY"
 
 func TestMain(m *testing.M) {
+	nsinit.ServeSelf()
 	if bin := os.Getenv(binaryEnv); bin != "" {
 		wardBin = bin
 		os.Exit(m.Run())
@@ -47,7 +49,8 @@ func TestMain(m *testing.M) {
 	}
 	// Instances run the tenant as pool users: its directory must be
 	// theirs to search, and the binary theirs to execute.
-	tenantDir, err := os.MkdirTemp("", "ward-tenant-")
+	// Not under /tmp, which a namespaced instance has a private one of.
+	tenantDir, err := os.MkdirTemp("/var/lib", "ward-tenant-")
 	if err == nil {
 		err = os.Chmod(tenantDir, 0o755)
 	}
@@ -59,7 +62,8 @@ func TestMain(m *testing.M) {
 	wardBin = filepath.Join(dir, "ward")
 	tenantBin = filepath.Join(tenantDir, "tenant")
 	code := 1
-	if build(wardBin, "github.com/hostward/ward/cmd/ward") && build(tenantBin, "github.com/hostward/ward/integration/tenant") {
+	// The agent finds ward-init beside its binary.
+	if build(wardBin, "github.com/hostward/ward/cmd/ward") && build(filepath.Join(dir, nsinit.Name), "github.com/hostward/ward/cmd/ward-init") && build(tenantBin, "github.com/hostward/ward/integration/tenant") {
 		if err := os.Chmod(tenantBin, 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		} else {
@@ -128,8 +132,10 @@ ports: {min: %d, max: %d}
 stop: {timeout: %s}
 reconcile: {interval: %s}
 nats: {servers: [%s]}
+isolation: {mode: %s, nofile: %d, tmp_bytes: %d}
 `, c.HostID, c.StateDir, c.Socket, c.Cgroup.Parent, c.Users.UIDMin, c.Users.UIDMax, c.Users.GID,
-		c.Ports.Min, c.Ports.Max, c.Stop.Timeout, c.Reconcile.Interval, strings.Join(c.NATS.Servers, ", "))
+		c.Ports.Min, c.Ports.Max, c.Stop.Timeout, c.Reconcile.Interval, strings.Join(c.NATS.Servers, ", "),
+		c.Isolation.Mode, c.Isolation.NOFILE, c.Isolation.TmpBytes)
 }
 
 // command is the agent armed with crashpoint ("" for none), its output

@@ -67,15 +67,22 @@ func TestInstanceLifecycleThroughCLI(t *testing.T) {
 		return strings.Contains(string(b), "port=")
 	})
 	seen := readTrim(t, logf)
+	// Its own cgroup namespace is rooted at its group: it saw itself at
+	// the root of every hierarchy it was placed in, and the host sees the
+	// group.
+	host, err := os.ReadFile("/proc/" + strconv.Itoa(*inst.PID) + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
 	v2 := cgtest.Mode() == cgroup.V2
 	if v2 {
-		if !strings.HasPrefix(seen, "0::"+group+"\n") {
-			t.Errorf("instance not in its v2 group:\n%s", seen)
+		if !strings.HasPrefix(seen, "0::/\n") || !strings.HasPrefix(string(host), "0::"+group+"\n") {
+			t.Errorf("instance not in its v2 group: it saw\n%s\nthe host sees\n%s", seen, host)
 		}
 	} else {
 		for _, c := range leakcheck.V1Controllers {
-			if !strings.Contains(seen, ":"+c+":"+group+"\n") {
-				t.Errorf("instance not in its %s group:\n%s", c, seen)
+			if !strings.Contains(seen, ":"+c+":/\n") || !strings.Contains(string(host), ":"+c+":"+group+"\n") {
+				t.Errorf("instance not in its %s group: it saw\n%s\nthe host sees\n%s", c, seen, host)
 			}
 		}
 	}

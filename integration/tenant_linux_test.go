@@ -291,3 +291,39 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// hostPID is the host's pid of the tenant's process that calls itself
+// pid (the pid its result lines report): in a PID namespace of its own
+// they differ, and only the host's may be signalled from here.
+func (tn *tenant) hostPID(pid int) int {
+	tn.ty.t.Helper()
+	main := strconv.Itoa(*tn.inst.PID)
+	ns, err := os.Readlink("/proc/" + main + "/ns/pid")
+	if err != nil {
+		tn.ty.t.Fatalf("%s: %v", tn.name, err)
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err != nil || l != ns {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(v)
+				if len(f) > 0 && f[len(f)-1] == strconv.Itoa(pid) {
+					return p
+				}
+			}
+		}
+	}
+	tn.ty.t.Fatalf("%s: no process of the instance calls itself pid %d\n%s", tn.name, pid, tn.diag())
+	return 0
+}

@@ -25,6 +25,10 @@ var (
 	// ErrWatch: the process was created but could not be watched (pidfd,
 	// start time); Start killed it again.
 	ErrWatch = errors.New("spawn: cannot watch the process")
+	// ErrIsolation: ward-init (Spec.Helper) could not be run, or failed
+	// to build the instance's namespaces, limits or filter; the
+	// *nsinit.Failure it reported is wrapped beside it.
+	ErrIsolation = errors.New("spawn: cannot isolate the process")
 )
 
 // Step is one of the child's steps between clone and the program's first

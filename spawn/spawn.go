@@ -26,6 +26,25 @@ type Spec struct {
 	// hierarchy it must join).
 	CgroupV2Dir  string
 	CgroupV1Dirs []string
+
+	// Helper is ward-init's path (package nsinit). With it, the child
+	// execs ward-init as root, which resets what the instance must not
+	// inherit from the agent (oom_score_adj, the open-file limit, to
+	// NOFILE), takes UID and GID, enters Dir and execs Path; without it,
+	// the child takes the identity itself and inherits the rest.
+	Helper string
+	NOFILE uint64
+	// Isolation, with Helper, clones the process into new PID, IPC, UTS,
+	// mount and cgroup namespaces, where ward-init builds its view.
+	Isolation *Isolation
+}
+
+// Isolation is a namespaced instance's view (see nsinit.Spec).
+type Isolation struct {
+	Hostname string
+	Writable string   // the instance's directory, the one writable host path
+	TmpBytes int64    // its /tmp, /var/tmp and /dev/shm together
+	Hide     []string // host paths it must not see
 }
 
 // Exit is how a process ended.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hostward/ward/nsinit"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,6 +55,25 @@ func Start(spec Spec) (*Process, error) {
 		Files: []uintptr{devnull.Fd(), spec.Stdout.Fd(), spec.Stderr.Fd()},
 		Sys:   sys,
 	}
+	path, args := spec.Path, spec.Args
+	var status, statusW *os.File // ward-init's status pipe
+	if spec.Helper != "" {
+		status, statusW, err = os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("%w: status pipe: %w", ErrFork, err)
+		}
+		defer status.Close()
+		defer statusW.Close()
+		attr.Files = append(attr.Files, statusW.Fd())
+		// ward-init starts as root and takes the identity, and the
+		// directory, itself.
+		sys.Credential, attr.Dir = nil, ""
+		is := helperSpec(&spec)
+		if spec.Isolation != nil {
+			sys.Cloneflags = nsCloneFlags
+		}
+		path, args = spec.Helper, append([]string{nsinit.Argv0}, is.Args()...)
+	}
 
 	var pid int
 	if spec.CgroupV2Dir != "" {
@@ -61,15 +82,21 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("%w: open %s: %w", ErrCgroup, spec.CgroupV2Dir, oerr)
 		}
 		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
-		pid, err = startProcess(spec.Path, spec.Args, attr)
+		pid, err = startProcess(path, args, attr)
 		unix.Close(cgfd)
 	} else {
-		pid, err = startFromV1Thread(spec.CgroupV1Dirs, spec.Path, spec.Args, attr)
+		pid, err = startFromV1Thread(spec.CgroupV1Dirs, path, args, attr)
+	}
+	if err == nil && status != nil {
+		// The write end must be closed here too, or the read below never
+		// sees the end of file that means the program runs.
+		statusW.Close()
+		err = awaitHelper(status, &spec)
 	}
 	if err != nil {
 		if pid > 0 {
-			// Started, but the forking thread stayed in its groups: the
-			// child must not run on unwatched.
+			// Started, but the forking thread stayed in its groups, or
+			// ward-init failed: the child must not run on unwatched.
 			syscall.Kill(pid, syscall.SIGKILL)
 			var ws syscall.WaitStatus
 			syscall.Wait4(pid, &ws, 0, nil)
@@ -77,7 +104,12 @@ func Start(spec Spec) (*Process, error) {
 				unix.Close(pidfd)
 			}
 		}
-		if ee, ok := errors.AsType[*ExecError](err); ok {
+		if ee, ok := errors.AsType[*ExecError](err); ok && ee.Step == StepUnknown {
+			if status != nil {
+				// ward-init itself could not be executed: the agent's
+				// installation is at fault, never the request.
+				return nil, fmt.Errorf("%w: exec %s: %w", ErrIsolation, spec.Helper, ee.Errno)
+			}
 			// Here, off the v1 thread: the probe must not run inside the
 			// instance's groups.
 			ee.Step = locate(ee.Errno, attr)
@@ -110,6 +142,56 @@ func Start(spec Spec) (*Process, error) {
 		return nil, fmt.Errorf("%w: %w", ErrWatch, err)
 	}
 	return p, nil
+}
+
+// nsCloneFlags are the namespaces of an isolated instance. The network
+// namespace is not among them yet: namespaced instances keep the host's
+// network until per-instance networking lands.
+const nsCloneFlags = unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP
+
+// helperTimeout bounds ward-init's work, milliseconds when well: only a
+// kernel stuck on a mount makes it wait longer.
+const helperTimeout = 10 * time.Second
+
+// helperSpec is what ward-init is told for spec.
+func helperSpec(spec *Spec) *nsinit.Spec {
+	is := &nsinit.Spec{
+		UID: spec.UID, GID: spec.GID, Dir: spec.Dir, NOFILE: spec.NOFILE,
+		Path: spec.Path, Argv: spec.Args,
+	}
+	if iso := spec.Isolation; iso != nil {
+		is.Namespaces = true
+		is.Hostname, is.Writable, is.TmpBytes, is.Hide = iso.Hostname, iso.Writable, iso.TmpBytes, iso.Hide
+		is.Cgroup2 = spec.CgroupV2Dir != ""
+	}
+	return is
+}
+
+// awaitHelper reads ward-init's status pipe to its end: nothing means the
+// program runs; a Failure is returned as the error Start gives for that
+// step.
+func awaitHelper(status *os.File, spec *Spec) error {
+	status.SetReadDeadline(time.Now().Add(helperTimeout))
+	b, err := io.ReadAll(status)
+	if err != nil {
+		return fmt.Errorf("%w: ward-init status: %w", ErrIsolation, err)
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	f, err := nsinit.DecodeFailure(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrIsolation, err)
+	}
+	switch f.Step {
+	case nsinit.StepExec:
+		return &ExecError{Step: StepExec, Path: spec.Path, Errno: f.Errno}
+	case nsinit.StepChdir:
+		return &ExecError{Step: StepChdir, Path: spec.Dir, Errno: f.Errno}
+	case nsinit.StepCredentials:
+		return &ExecError{Step: StepCredentials, Path: spec.Path, Errno: f.Errno}
+	}
+	return fmt.Errorf("%w: %w", ErrIsolation, f)
 }
 
 // checkSpec refuses what syscall would refuse before forking, or what
@@ -449,4 +531,40 @@ func StartTime(pid int) (uint64, error) {
 		return 0, fmt.Errorf("spawn: malformed /proc/%d/stat", pid)
 	}
 	return strconv.ParseUint(string(fields[19]), 10, 64)
+}
+
+// TermInit makes a SIGTERM already sent to p end it when p is the init of
+// a PID namespace (a namespaced instance's main process) that neither
+// catches nor ignores SIGTERM. The kernel delivers to a namespace's init
+// only the signals it has a handler for, so such a process would sit out
+// every grace period; outside the namespace SIGTERM's default action
+// would have ended it at once, and that is what it gets: SIGKILL, which
+// also ends every other process of the namespace. A process that is not
+// an init, or that handles SIGTERM, is left alone.
+func (p *Process) TermInit() error {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/status")
+	if err != nil {
+		return nil // gone
+	}
+	var init, handled bool
+	for _, line := range strings.Split(string(st), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		switch k {
+		case "NSpid":
+			init = len(f) > 1 && f[len(f)-1] == "1"
+		case "SigCgt", "SigIgn":
+			if len(f) == 1 {
+				mask, err := strconv.ParseUint(f[0], 16, 64)
+				handled = handled || err != nil || mask&(1<<(unix.SIGTERM-1)) != 0
+			}
+		}
+	}
+	if !init || handled {
+		return nil
+	}
+	return p.Signal(unix.SIGKILL)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/internal/cgtest"
 	"github.com/hostward/ward/internal/testroot"
+	"github.com/hostward/ward/nsinit"
 )
 
 const (
@@ -30,6 +31,7 @@ const (
 // TestMain lets the test binary double as the instance program for cases
 // that need behaviour no base tool gives (allocating memory).
 func TestMain(m *testing.M) {
+	nsinit.ServeSelf()
 	if os.Getenv("SPAWN_TEST_HOG") != "" {
 		n, _ := strconv.Atoi(os.Getenv("SPAWN_TEST_HOG"))
 		b := make([]byte, n)

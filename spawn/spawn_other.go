@@ -25,3 +25,4 @@ func (p *Process) Wait(context.Context) (Exit, error) { return Exit{}, errUnsupp
 func (p *Process) Done() <-chan struct{}              { return nil }
 func (p *Process) Exited() Exit                       { return Exit{} }
 func (p *Process) Signal(unix.Signal) error           { return errUnsupported }
+func (p *Process) TermInit() error                    { return errUnsupported }

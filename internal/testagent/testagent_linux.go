@@ -37,6 +37,8 @@ func Config(t testing.TB, uidMin int) *config.Config {
 	cfg.Ports.Max = cfg.Ports.Min + 99
 	cfg.Stop.Timeout = config.Duration(2 * time.Second)
 	cfg.Reconcile.Interval = config.Duration(time.Second)
+	// Below this host's hard limit, which root here may not raise.
+	cfg.Isolation.NOFILE = 4096
 	t.Cleanup(func() {
 		leakcheck.RemoveParent(cfg.Cgroup.Parent)
 		os.RemoveAll(dir)

@@ -1,0 +1,8 @@
+// Command ward-init is the stage between the ward agent's clone of an
+// instance's first process and the instance's program (package nsinit).
+// Only the agent runs it; it lives next to the ward binary.
+package main
+
+import "github.com/hostward/ward/nsinit"
+
+func main() { nsinit.Main() }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/config"
@@ -53,7 +56,7 @@ func suidID(t *testing.T) string {
 		t.Fatal(err)
 	}
 	dst.Close()
-	if err := os.Chmod(p, 0o4755); err != nil {
+	if err := os.Chmod(p, 0o755|os.ModeSetuid); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -89,12 +92,12 @@ func testContainEscapes(t *testing.T, mode config.IsolationMode) {
 	want := map[string]string{
 		// refused to any unprivileged user, in both modes
 		"mount_tmpfs": "EPERM", "umount_proc": "EPERM", "chroot": "EPERM", "sethostname": "EPERM",
-		"mknod": "EPERM", "bpf": "EPERM",
+		"mknod": "EPERM",
 	}
 	ns := mode == config.IsolationNamespaces
 	if ns {
 		for k, v := range map[string]string{
-			"clone_user": "EPERM", "keyctl": "EPERM", "perf_event_open": "EPERM", "io_uring_setup": "EPERM",
+			"clone_user": "EPERM", "keyctl": "EPERM", "perf_event_open": "EPERM", "io_uring_setup": "EPERM", "bpf": "EPERM",
 			"write_etc": "EROFS", "write_usr": "EROFS",
 			"neighbour_kill0": "ESRCH", "neighbour_proc": "ENOENT", "neighbour_ptrace": "ESRCH",
 			"open " + records: "ENOENT", "open " + ty.cfg.Socket: "ENOENT", "open " + neighbour.inst.Dir: "ENOENT",
@@ -164,10 +167,20 @@ func TestContainSharedTmpAndIPC(t *testing.T) {
 func testContainSharedTmpAndIPC(t *testing.T, mode config.IsolationMode) {
 	ty := newTenancyWith(t, func(c *config.Config) { c.Isolation.Mode = mode })
 	tag := fmt.Sprintf("ward-plant-%d", os.Getpid())
+	before := shmOf(t)
+	// What the planter leaves on the host (uid mode) is removed with the
+	// test, whatever the agent did.
+	t.Cleanup(func() {
+		for id := range shmOf(t) {
+			if !before[id] {
+				exec.Command("ipcrm", "-m", id).Run()
+			}
+		}
+	})
 	planter := ty.start("planter", api.Limits{}, "exec", "-stay", "--", "/bin/sh", "-c",
 		"umask 0; echo planted > /tmp/"+tag+" && echo planted > /dev/shm/"+tag+" && ipcmk -M 4096 -p 0666 >/dev/null")
 	planter.result(phaseDone, nil)
-	finder := ty.start("finder", api.Limits{}, "exec", "--", "/bin/sh", "-c",
+	finder := ty.start("finder", api.Limits{}, "exec", "-stay", "--", "/bin/sh", "-c",
 		"echo mine >> /tmp/"+tag+" && echo mine >> /dev/shm/"+tag+" && ipcs -m -c | grep -q "+strconv.Itoa(*planter.inst.UID))
 	var fr struct {
 		Code *int `json:"exit_code"`
@@ -190,9 +203,10 @@ func testContainSharedTmpAndIPC(t *testing.T, mode config.IsolationMode) {
 				t.Errorf("%s exists on the host", p)
 			}
 		}
-		out, _ := exec.Command("ipcs", "-m", "-c").Output()
-		if strings.Contains(string(out), " "+strconv.Itoa(*planter.inst.UID)+" ") {
-			t.Errorf("a SysV segment of uid %d on the host:\n%s", *planter.inst.UID, out)
+		for id := range shmOf(t) {
+			if !before[id] {
+				t.Errorf("SysV segment %s appeared on the host", id)
+			}
 		}
 	}
 	os.Remove("/tmp/" + tag)
@@ -208,10 +222,21 @@ func TestContainTmpFill(t *testing.T) {
 	ty := newTenancyWith(t, func(c *config.Config) { c.Isolation.TmpBytes = bound })
 	filler := ty.start("filler", api.Limits{MemoryBytes: i64(128 << 20)}, "exec", "-stay", "--", "/bin/sh", "-c",
 		tenantBin+" fill -dir /tmp -max 67108864; "+tenantBin+" fill -dir /dev/shm -max 1048576; "+tenantBin+" fill -dir /var/tmp -max 1048576")
-	var tmp, shm, vtmp fillResult
-	filler.result(phaseDone, &tmp)
-	filler.result(phaseDone, &shm)
-	filler.result(phaseDone, &vtmp)
+	var ex struct {
+		Stdout string `json:"stdout"`
+	}
+	filler.result(phaseDone, &ex)
+	var fills [3]fillResult
+	lines := strings.Split(strings.TrimSpace(ex.Stdout), "\n")
+	if len(lines) != len(fills) {
+		t.Fatalf("want three fill results, got:\n%s", ex.Stdout)
+	}
+	for i, l := range lines {
+		if err := json.Unmarshal([]byte(l), &fills[i]); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+	}
+	tmp, shm, vtmp := fills[0], fills[1], fills[2]
 	if tmp.Errno != "ENOSPC" || tmp.Bytes < bound*9/10 || tmp.Bytes > bound {
 		t.Errorf("/tmp: %+v, want ENOSPC at about %d bytes", tmp, bound)
 	}
@@ -224,5 +249,75 @@ func TestContainTmpFill(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("/tmp", "fill.dat")); err == nil {
 		t.Errorf("the fill reached the host's /tmp")
+	}
+}
+
+// shmOf lists the host's SysV shared memory segments by id.
+func shmOf(t *testing.T) map[string]bool {
+	t.Helper()
+	out, err := exec.Command("ipcs", "-m").Output()
+	if err != nil {
+		t.Fatalf("ipcs: %v", err)
+	}
+	ids := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[0], "0x") {
+			ids[f[1]] = true
+		}
+	}
+	return ids
+}
+
+// TestInstanceLimitsReset: an agent that runs with a positive
+// oom_score_adj and a high open-file limit (a systemd unit gives it -900
+// and a huge LimitNOFILE; root here may not go below 0, see HOST-FACTS)
+// starts instances with oom_score_adj 0 and RLIMIT_NOFILE
+// isolation.nofile, in both modes: what it has is not theirs to inherit.
+func TestInstanceLimitsReset(t *testing.T) {
+	choom, err1 := exec.LookPath("choom")
+	prlimit, err2 := exec.LookPath("prlimit")
+	if err1 != nil || err2 != nil {
+		t.Skip("choom or prlimit (util-linux) not installed")
+	}
+	var hard unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &hard); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range config.IsolationModes {
+		t.Run(string(mode), func(t *testing.T) {
+			h := newHost(t)
+			h.cfg.Isolation.Mode, h.cfg.Isolation.NOFILE = mode, 1500
+			if err := os.WriteFile(h.cfgPath, []byte(yamlOf(h.cfg)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h.wrap = []string{prlimit, fmt.Sprintf("--nofile=%d:%d", hard.Max, hard.Max), choom, "-n", "500", "--"}
+			h.start("")
+			agentAdj, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", h.agent.Process.Pid))
+			if err != nil || strings.TrimSpace(string(agentAdj)) != "500" {
+				t.Fatalf("the agent's oom_score_adj is %q (%v), want 500", agentAdj, err)
+			}
+			out, errOut, code := h.run("run", "--name", "limits", "--", "/bin/sh", "-c",
+				"cat /proc/self/oom_score_adj; ulimit -n; ulimit -Hn; exec sleep 1000")
+			if code != 0 {
+				t.Fatalf("ward run: %d %s", code, errOut)
+			}
+			inst, err := h.client.Info(context.Background(), api.InfoRequest{ID: strings.TrimSpace(out)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logf := filepath.Join(inst.Dir, "logs", "stdout.log")
+			waitFor(t, "the instance's output", func() bool {
+				b, _ := os.ReadFile(logf)
+				return strings.Count(string(b), "\n") >= 3
+			})
+			if got := readTrim(t, logf); got != "0\n1500\n1500" {
+				t.Errorf("instance saw oom_score_adj, soft and hard RLIMIT_NOFILE\n%s\nwant 0, 1500, 1500 (the agent: 500, %d)", got, hard.Max)
+			}
+			// What it runs inherits the same.
+			adj, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", *inst.PID))
+			if strings.TrimSpace(string(adj)) != "0" {
+				t.Errorf("the instance's main process has oom_score_adj %q", adj)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -40,7 +41,7 @@ func newTestAgent(t testing.TB, mutate func(*config.Config)) *Agent {
 	if mutate != nil {
 		mutate(cfg)
 	}
-	a, err := New(Options{Config: cfg})
+	a, err := New(Options{Config: cfg, Init: testInit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +52,30 @@ func newTestAgent(t testing.TB, mutate func(*config.Config)) *Agent {
 		removeParent(a.cfg.Cgroup.Parent)
 	})
 	return a
+}
+
+// testInit is the ward-init newTestAgent's agents use: "" for this test
+// binary (TestMain serves as one), or a real one built by a benchmark
+// (buildInit), whose start costs what production's does.
+var testInit string
+
+// buildInit builds cmd/ward-init for the rest of the test binary's run:
+// a benchmark measures the real one, not this much larger binary.
+func buildInit(b *testing.B) {
+	if testInit != "" {
+		return
+	}
+	dir, err := os.MkdirTemp("", "ward-init-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(dir, "ward-init")
+	if msg, err := exec.Command("go", "build", "-o", out, "github.com/hostward/ward/cmd/ward-init").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		b.Fatalf("build ward-init: %v\n%s", err, msg)
+	}
+	testInit = out
+	// Kept until the binary exits: later benchmarks of the run use it.
 }
 
 func testConfig(t testing.TB) *config.Config {

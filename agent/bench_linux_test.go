@@ -132,6 +132,7 @@ type wardCycler struct {
 }
 
 func newWardCycler(b *testing.B) *wardCycler {
+	buildInit(b)
 	w := &wardCycler{stateDir: benchStateDir(b)}
 	w.a = newTestAgent(b, func(c *config.Config) { c.StateDir = w.stateDir })
 	// Steady state: the first start also creates the parent group in

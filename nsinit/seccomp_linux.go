@@ -1,119 +1,30 @@
 package nsinit
 
 import (
+	"encoding/binary"
 	"errors"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
-	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
-// The filter is a deny list in the spirit of Docker's default profile:
-// what a program has no business calling and what breaks out of an
-// instance or reaches the host's kernel state is refused with EPERM, the
-// rest is allowed. Docker's profile is an allow list; a deny list here
-// keeps every program a plain Linux host runs working, and its entries
-// are the ones the allow list exists to leave out. The kernel refuses most
-// of them to a user without capabilities anyway: the filter is the second
-// wall, and the first one for what it does not guard (new user
-// namespaces, keyrings, io_uring, bpf and perf for unprivileged users).
-//
-// The policy is assembled by github.com/elastic/go-seccomp-bpf: pure Go
-// (no cgo and no libseccomp, so ward-init stays a static binary), kept by
-// Elastic for Beats, with the kernel's syscall tables for amd64, arm64,
-// 386 and arm and argument conditions. One thing is added to what it
-// assembles (see filter): a process of another audit arch is killed — the
-// library lets it through to the policy's default action, which for a
-// deny list is "allow", and a 32-bit syscall (int 0x80 on amd64) would
-// get past every entry.
+// errFilter: the program ward-init was given is not whole instructions.
+var errFilter = errors.New("seccomp program is not a whole number of instructions")
 
-// nsFlags are the clone and unshare flags that make a namespace.
-const nsFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
-	unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
-
-// denied are refused outright (EPERM).
-var denied = []string{
-	// mounts and the root: the instance's view stays the one it was given
-	"mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick",
-	"open_tree", "move_mount", "mount_setattr",
-	// other namespaces
-	"setns",
-	// kernel modules, kexec, reboot, swap
-	"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-	"reboot", "swapon", "swapoff",
-	// clocks
-	"settimeofday", "clock_settime", "clock_adjtime",
-	// keyrings (not namespaced: one per uid across the host)
-	"keyctl", "add_key", "request_key",
-	// kernel introspection and attack surface
-	"bpf", "perf_event_open", "userfaultfd", "lookup_dcookie", "kcmp",
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-	"open_by_handle_at", "name_to_handle_at", // open_by_handle_at reaches any file by its handle
-	"quotactl", "quotactl_fd", "syslog", "acct", "iopl", "ioperm",
-	"uselib", "ustat", "sysfs", "_sysctl", "nfsservctl",
-	// NUMA policy of pages the instance does not own
-	"mbind", "set_mempolicy", "migrate_pages", "move_pages",
-}
-
-// policy is the filter before the arch check.
-func policy() *seccomp.Policy {
-	bits := func(arg uint32) []seccomp.ArgumentConditions {
-		return []seccomp.ArgumentConditions{{{Argument: arg, Operation: seccomp.BitsSet, Value: nsFlags}}}
+// loadFilter installs prog (package seccomp's Program, struct
+// sock_filter after struct sock_filter) on the calling thread, which
+// execs next (no TSYNC: the runtime's other threads end at exec).
+func loadFilter(prog []byte) error {
+	if len(prog) == 0 || len(prog)%8 != 0 || len(prog)/8 > 0xffff {
+		return errFilter
 	}
-	return &seccomp.Policy{
-		DefaultAction: seccomp.ActionAllow,
-		Syscalls: []seccomp.SyscallGroup{
-			{Action: seccomp.ActionErrno, Names: denied},
-			// A new namespace of any kind, above all a user namespace, in
-			// which an unprivileged process is root again.
-			{Action: seccomp.ActionErrno, NamesWithCondtions: []seccomp.NameWithConditions{
-				{Name: "unshare", Conditions: bits(0)[0]},
-				{Name: "clone", Conditions: bits(0)[0]},
-			}},
-			// clone3's flags are in memory the filter cannot read: ENOSYS
-			// makes libc and the Go runtime fall back to clone, which the
-			// rule above sees.
-			{Action: seccomp.ActionErrno | seccomp.Action(unix.ENOSYS), Names: []string{"clone3"}},
-		},
+	filter := make([]unix.SockFilter, len(prog)/8)
+	for i := range filter {
+		b := prog[8*i:]
+		filter[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
 	}
-}
-
-// errArch: ward-init was built for an architecture whose audit arch (and
-// so whose filter) nobody checked (see arch_*.go).
-var errArch = errors.New("no audit arch for this architecture")
-
-// program is the filter as installed: the arch check, then the policy.
-func program() ([]bpf.RawInstruction, error) {
-	if auditArch == 0 {
-		return nil, errArch
-	}
-	body, err := policy().Assemble()
-	if err != nil {
-		return nil, err
-	}
-	// seccomp_data: int nr at 0, u32 arch at 4.
-	insns := append([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 4, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: auditArch, SkipTrue: 1},
-		bpf.RetConstant{Val: uint32(seccomp.ActionKillProcess)},
-	}, body...)
-	return bpf.Assemble(insns)
-}
-
-// loadFilter installs the filter on the calling thread, which execs next
-// (no TSYNC: the runtime's other threads end at exec).
-func loadFilter() error {
-	raw, err := program()
-	if err != nil {
-		return err
-	}
-	filter := make([]unix.SockFilter, len(raw))
-	for i, r := range raw {
-		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-	}
-	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&prog)))
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog)))
 	if errno != 0 {
 		return errno
 	}

@@ -1,6 +1,7 @@
 package nsinit
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -28,9 +29,14 @@ type Spec struct {
 	TmpBytes   int64    // size of the private /tmp, /var/tmp and /dev/shm together
 	Hide       []string // host paths the instance must not see
 	Cgroup2    bool     // the instance's cgroup is on cgroup v2: mount its own
+	Filter     []byte   // the seccomp program (package seccomp's Program)
 
 	Path string   // the program
 	Argv []string // its argv, Argv[0] included
+	// Env is the program's environment. It is not ward-init's own: the
+	// agent chooses that (a tenant's GODEBUG or GOMAXPROCS must not steer
+	// a process that runs as root for a millisecond).
+	Env []string
 }
 
 // The flags of ward-init's command line.
@@ -45,6 +51,8 @@ const (
 	flagTmp      = "-tmp"
 	flagHide     = "-hide"
 	flagCgroup2  = "-cgroup2"
+	flagFilter   = "-seccomp"
+	flagEnv      = "-env"
 	argsEnd      = "--"
 )
 
@@ -109,6 +117,10 @@ func (s *Spec) Args() []string {
 		if s.Cgroup2 {
 			a = append(a, flagCgroup2)
 		}
+		a = append(a, flagFilter, hex.EncodeToString(s.Filter))
+	}
+	for _, e := range s.Env {
+		a = append(a, flagEnv, e)
 	}
 	a = append(a, argsEnd, s.Path)
 	return append(a, s.Argv...)
@@ -155,6 +167,10 @@ func Parse(args []string) (*Spec, error) {
 			s.TmpBytes, err = strconv.ParseInt(v, 10, 64)
 		case flagHide:
 			s.Hide = append(s.Hide, v)
+		case flagFilter:
+			s.Filter, err = hex.DecodeString(v)
+		case flagEnv:
+			s.Env = append(s.Env, v)
 		default:
 			return nil, fmt.Errorf("%w: unknown flag %q", ErrUsage, f)
 		}
@@ -174,6 +190,9 @@ func Parse(args []string) (*Spec, error) {
 		}
 		if s.TmpBytes <= 0 {
 			return nil, fmt.Errorf("%w: %s must be > 0", ErrUsage, flagTmp)
+		}
+		if len(s.Filter) == 0 {
+			return nil, fmt.Errorf("%w: %s needs %s", ErrUsage, flagNS, flagFilter)
 		}
 	}
 	for _, p := range paths {

@@ -9,9 +9,9 @@ import (
 
 func TestSpecRoundTrip(t *testing.T) {
 	for _, s := range []*Spec{
-		{UID: 20001, GID: 20000, Dir: "/srv/i/x", NOFILE: 4096, Path: "/bin/sh", Argv: []string{"sh", "-c", "echo -- -uid 0"}},
+		{UID: 20001, GID: 20000, Dir: "/srv/i/x", NOFILE: 4096, Path: "/bin/sh", Argv: []string{"sh", "-c", "echo -- -uid 0"}, Env: []string{"A=-env", "B="}},
 		{UID: 1, GID: 2, Dir: "/d", NOFILE: 64, Namespaces: true, Hostname: "web-0", Writable: "/var/lib/ward/instances/x",
-			TmpBytes: 1 << 20, Hide: []string{"/etc/ward", "/var/lib/ward"}, Cgroup2: true, Path: "/p", Argv: []string{"p", "--"}},
+			TmpBytes: 1 << 20, Hide: []string{"/etc/ward", "/var/lib/ward"}, Cgroup2: true, Filter: []byte{6, 0, 0, 0, 0, 0, 0xff, 0x7f}, Path: "/p", Argv: []string{"p", "--"}},
 	} {
 		got, err := Parse(s.Args())
 		if err != nil {
@@ -24,7 +24,7 @@ func TestSpecRoundTrip(t *testing.T) {
 }
 
 func TestParseRefuses(t *testing.T) {
-	ok := (&Spec{UID: 1, GID: 1, Dir: "/d", NOFILE: 64, Namespaces: true, Hostname: "h", Writable: "/w", TmpBytes: 1, Path: "/p", Argv: []string{"p"}}).Args()
+	ok := (&Spec{UID: 1, GID: 1, Dir: "/d", NOFILE: 64, Namespaces: true, Hostname: "h", Writable: "/w", TmpBytes: 1, Filter: []byte{1}, Path: "/p", Argv: []string{"p"}}).Args()
 	for _, c := range []struct {
 		what string
 		args []string
@@ -38,6 +38,8 @@ func TestParseRefuses(t *testing.T) {
 		{"relative program", replace(ok, "/p", "p")},
 		{"relative hide", append([]string{"-hide", "etc"}, ok...)},
 		{"zero nofile", replace(ok, "64", "0")},
+		{"namespaces without a filter", replace(ok, "01", "")},
+		{"filter not hex", replace(ok, "01", "0x")},
 	} {
 		if _, err := Parse(c.args); !errors.Is(err, ErrUsage) {
 			t.Errorf("%s: Parse(%q) = %v, want ErrUsage", c.what, c.args, err)

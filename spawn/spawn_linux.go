@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hostward/ward/nsinit"
+	"github.com/hostward/ward/seccomp"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,9 +67,14 @@ func Start(spec Spec) (*Process, error) {
 		defer statusW.Close()
 		attr.Files = append(attr.Files, statusW.Fd())
 		// ward-init starts as root and takes the identity, and the
-		// directory, itself.
-		sys.Credential, attr.Dir = nil, ""
-		is := helperSpec(&spec)
+		// directory, itself; the program's environment goes on its
+		// command line, and its own is ward's choice: one P, as it runs
+		// on one thread anyway.
+		sys.Credential, attr.Dir, attr.Env = nil, "", helperEnv
+		is, err := helperSpec(&spec)
+		if err != nil {
+			return nil, err
+		}
 		if spec.Isolation != nil {
 			sys.Cloneflags = nsCloneFlags
 		}
@@ -153,18 +159,26 @@ const nsCloneFlags = unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | 
 // kernel stuck on a mount makes it wait longer.
 const helperTimeout = 10 * time.Second
 
+// helperEnv is ward-init's own environment.
+var helperEnv = []string{"GOMAXPROCS=1"}
+
 // helperSpec is what ward-init is told for spec.
-func helperSpec(spec *Spec) *nsinit.Spec {
+func helperSpec(spec *Spec) (*nsinit.Spec, error) {
 	is := &nsinit.Spec{
 		UID: spec.UID, GID: spec.GID, Dir: spec.Dir, NOFILE: spec.NOFILE,
-		Path: spec.Path, Argv: spec.Args,
+		Path: spec.Path, Argv: spec.Args, Env: spec.Env,
 	}
 	if iso := spec.Isolation; iso != nil {
 		is.Namespaces = true
 		is.Hostname, is.Writable, is.TmpBytes, is.Hide = iso.Hostname, iso.Writable, iso.TmpBytes, iso.Hide
 		is.Cgroup2 = spec.CgroupV2Dir != ""
+		prog, err := seccomp.Program()
+		if err != nil {
+			return nil, fmt.Errorf("%w: seccomp filter: %w", ErrIsolation, err)
+		}
+		is.Filter = prog
 	}
-	return is
+	return is, nil
 }
 
 // awaitHelper reads ward-init's status pipe to its end: nothing means the

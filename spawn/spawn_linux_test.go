@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 // mode (so these tests clone into a v2 group on a unified host and fork
 // from a thread inside the v1 groups elsewhere), removed with whatever is
 // left in it when the test ends.
-func newGroup(t *testing.T) *cgroup.Group {
+func newGroup(t testing.TB) *cgroup.Group {
 	t.Helper()
 	m := cgtest.NewManager(t)
 	g, err := m.Create("inst", nil)
@@ -69,7 +69,7 @@ func place(spec *Spec, g *cgroup.Group) {
 	}
 }
 
-func outputFiles(t *testing.T) (*os.File, *os.File) {
+func outputFiles(t testing.TB) (*os.File, *os.File) {
 	dir := t.TempDir()
 	out, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {

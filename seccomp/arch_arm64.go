@@ -1,6 +1,6 @@
 //go:build linux
 
-package nsinit
+package seccomp
 
 import "golang.org/x/sys/unix"
 

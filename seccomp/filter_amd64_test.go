@@ -1,12 +1,12 @@
 //go:build linux
 
-package nsinit
+package seccomp
 
 import (
 	"encoding/binary"
 	"testing"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
+	esc "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -54,9 +54,9 @@ func (f *filterVM) run(arch uint32, nr int, args ...uint64) uint32 {
 }
 
 const (
-	retAllow = uint32(seccomp.ActionAllow)
-	retKill  = uint32(seccomp.ActionKillProcess)
-	retEPERM = uint32(seccomp.ActionErrno) | uint32(unix.EPERM)
+	retAllow = uint32(esc.ActionAllow)
+	retKill  = uint32(esc.ActionKillProcess)
+	retEPERM = uint32(esc.ActionErrno) | uint32(unix.EPERM)
 )
 
 func TestFilterVerdicts(t *testing.T) {
@@ -78,7 +78,7 @@ func TestFilterVerdicts(t *testing.T) {
 		{"unshare of the fs", x86, unix.SYS_UNSHARE, []uint64{unix.CLONE_FS}, retAllow},
 		{"unshare of a user namespace", x86, unix.SYS_UNSHARE, []uint64{unix.CLONE_NEWUSER}, retEPERM},
 		{"unshare of a time namespace", x86, unix.SYS_UNSHARE, []uint64{unix.CLONE_NEWTIME}, retEPERM},
-		{"clone3", x86, unix.SYS_CLONE3, nil, uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)},
+		{"clone3", x86, unix.SYS_CLONE3, nil, uint32(esc.ActionErrno) | uint32(unix.ENOSYS)},
 		{"mount", x86, unix.SYS_MOUNT, nil, retEPERM},
 		{"open_tree", x86, unix.SYS_OPEN_TREE, nil, retEPERM},
 		{"keyctl", x86, unix.SYS_KEYCTL, nil, retEPERM},
@@ -95,10 +95,31 @@ func TestFilterVerdicts(t *testing.T) {
 		{"i386 mount (int 0x80)", unix.AUDIT_ARCH_I386, 21, nil, retKill},
 		{"i386 read", unix.AUDIT_ARCH_I386, 3, nil, retKill},
 		// x32 numbers are amd64's with bit 30 set.
-		{"x32 mount", x86, unix.SYS_MOUNT | 0x40000000, nil, uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)},
+		{"x32 mount", x86, unix.SYS_MOUNT | 0x40000000, nil, uint32(esc.ActionErrno) | uint32(unix.ENOSYS)},
 	} {
 		if got := f.run(c.arch, c.nr, c.args...); got != c.want {
 			t.Errorf("%s: %#x, want %#x", c.what, got, c.want)
+		}
+	}
+}
+
+// TestProgramLayout: Program is program in the kernel's struct layout.
+func TestProgramLayout(t *testing.T) {
+	raw, err := program()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Program()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 8*len(raw) {
+		t.Fatalf("%d bytes for %d instructions", len(b), len(raw))
+	}
+	for i, r := range raw {
+		got := b[8*i:]
+		if binary.LittleEndian.Uint16(got) != r.Op || got[2] != r.Jt || got[3] != r.Jf || binary.LittleEndian.Uint32(got[4:]) != r.K {
+			t.Fatalf("instruction %d: % x, want %+v", i, got[:8], r)
 		}
 	}
 }

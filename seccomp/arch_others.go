@@ -1,6 +1,6 @@
 //go:build linux && !amd64 && !arm64
 
-package nsinit
+package seccomp
 
 // auditArch 0: ward-init refuses to start a namespaced instance on an
 // architecture whose filter nobody checked.

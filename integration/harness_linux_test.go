@@ -36,10 +36,14 @@ var (
 // the cgroup v2 stage's VM has no Go toolchain.
 const binaryEnv = "WARD_TEST_BINARY"
 
+// tenantEnv names a prebuilt tenant program beside it (the containment
+// tests skip without one).
+const tenantEnv = "WARD_TEST_TENANT"
+
 func TestMain(m *testing.M) {
 	nsinit.ServeSelf()
 	if bin := os.Getenv(binaryEnv); bin != "" {
-		wardBin = bin
+		wardBin, tenantBin = bin, os.Getenv(tenantEnv)
 		os.Exit(m.Run())
 	}
 	dir, err := os.MkdirTemp("", "ward-bin-")

@@ -50,6 +50,9 @@ func newTenancy(t *testing.T) *tenancy {
 // mutate first.
 func newTenancyWith(t *testing.T, mutate func(*config.Config)) *tenancy {
 	t.Helper()
+	if tenantBin == "" {
+		t.Skipf("no tenant program: set %s to a built integration/tenant", tenantEnv)
+	}
 	cfg := testagent.Config(t, containUIDMin)
 	if mutate != nil {
 		mutate(cfg)

@@ -191,6 +191,11 @@ func buildView(s *Spec) *Failure {
 	// The host's cgroup tree would show every neighbour's name and usage.
 	// On v2 the instance's cgroup namespace roots a fresh mount at its
 	// own group; v1 hierarchies get nothing.
+	// The host's mount there goes first: on a unified host it is a cgroup2
+	// mount already, and the kernel refuses the same one on top of itself.
+	if err := unix.Unmount("/sys/fs/cgroup", unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return mf("detach the host's /sys/fs/cgroup", err)
+	}
 	cgFlags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
 	if s.Cgroup2 {
 		err = unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", cgFlags, "")
@@ -329,43 +334,38 @@ func mountDev() *Failure {
 // at /tmp, /var/tmp and /dev/shm, so the three share one bound. Its pages
 // are charged to the memory cgroup of the process that writes them, the
 // instance's.
+//
+// The tmpfs is made at /proc, which the instance's own proc covers next,
+// and detached from there once its directories are bound where they go:
+// a kernel before 6.15 clones no tree of a mount that is not attached, so
+// fsmount's detached mount would not do.
 func mountTmp(size int64) *Failure {
 	mf := func(detail string, err error) *Failure { return failure(StepMounts, detail, err) }
-	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return mf("fsopen tmpfs", err)
+	const stage = "/proc"
+	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700,size="+strconv.FormatInt(size, 10)); err != nil {
+		return mf("mount the tmpfs", err)
 	}
-	defer unix.Close(fsfd)
-	if err := unix.FsconfigSetString(fsfd, "size", strconv.FormatInt(size, 10)); err != nil {
-		return mf("tmpfs size", err)
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return mf("create tmpfs", err)
-	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
-	if err != nil {
-		return mf("fsmount tmpfs", err)
-	}
-	defer unix.Close(mfd)
 	for _, t := range [][2]string{{"tmp", "/tmp"}, {"var-tmp", "/var/tmp"}, {"shm", "/dev/shm"}} {
-		if err := unix.Mkdirat(mfd, t[0], 0o1777); err != nil {
+		src := stage + "/" + t[0]
+		if err := unix.Mkdir(src, 0o1777); err != nil {
 			return mf("mkdir "+t[0]+" in the tmpfs", err)
 		}
-		if err := unix.Fchmodat(mfd, t[0], 0o1777, 0); err != nil {
+		if err := unix.Chmod(src, 0o1777); err != nil {
 			return mf("chmod "+t[0]+" in the tmpfs", err)
 		}
-		fd, err := unix.OpenTree(mfd, t[0], unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		if err != nil {
-			return mf("open_tree "+t[0], err)
-		}
-		err = unix.MoveMount(fd, "", unix.AT_FDCWD, t[1], unix.MOVE_MOUNT_F_EMPTY_PATH)
-		unix.Close(fd)
+		err := unix.Mount(src, t[1], "", unix.MS_BIND, "")
 		if err == unix.ENOENT && t[1] == "/var/tmp" {
 			continue // a host without /var/tmp: nothing to cover
 		}
 		if err != nil {
 			return mf("mount "+t[1], err)
 		}
+		if err := unix.MountSetattr(unix.AT_FDCWD, t[1], 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return mf("set the flags of "+t[1], err)
+		}
+	}
+	if err := unix.Unmount(stage, unix.MNT_DETACH); err != nil {
+		return mf("detach the tmpfs from "+stage, err)
 	}
 	return nil
 }

@@ -147,3 +147,61 @@ func TestTermInit(t *testing.T) {
 		t.Errorf("the handler did not run: %q", b)
 	}
 }
+
+// TestNamespacedMountsStayInside: on a host whose mounts are shared (a
+// systemd host's are), the mounts ward-init makes must not propagate back
+// into the host's namespace. The test makes its own shared mount, hides a
+// directory under it and puts the instance's directory there, and looks
+// for either in the host's mount table while the instance runs.
+func TestNamespacedMountsStayInside(t *testing.T) {
+	shared, err := os.MkdirTemp("/var/lib", "ward-spawn-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	os.Chmod(shared, 0o755)
+	if err := unix.Mount(shared, shared, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(shared, unix.MNT_DETACH) })
+	if err := unix.Mount("", shared, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	secret, home := shared+"/secret", shared+"/home"
+	for _, d := range []string{secret, home} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chown(home, testUID, testGID)
+	out, errf := outputFiles(t)
+	spec := nsShell(t, "ls "+secret+" | wc -l; exec sleep 1000", out, errf)
+	os.WriteFile(secret+"/key", []byte("k"), 0o644)
+	spec.Dir, spec.Isolation.Writable = home, home
+	spec.Isolation.Hide = []string{secret}
+	p, err := Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Signal(unix.SIGKILL); wait(t, p) })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(out.Name()); len(b) > 0 {
+			if strings.TrimSpace(string(b)) != "0" {
+				t.Errorf("the instance saw %s entries in the hidden directory", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no output")
+		}
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], shared+"/") {
+			t.Errorf("an instance's mount reached the host: %s", l)
+		}
+	}
+}

@@ -72,7 +72,41 @@ func Find(cfg *config.Config, live map[string]bool) []string {
 			leaks = append(leaks, fmt.Sprintf("process %d runs as pool uid %d", p.PID, p.UID))
 		}
 	}
+	// A namespaced instance's mounts live in its own namespace only: one
+	// under ward's directories in the host's namespace means ward-init's
+	// view propagated out, whoever is alive.
+	for _, m := range hostMounts() {
+		for _, d := range []string{cfg.StateDir, cfg.InstancesDir()} {
+			if m == d || strings.HasPrefix(m, d+"/") {
+				leaks = append(leaks, "host mount "+m)
+			}
+		}
+	}
 	return leaks
+}
+
+// hostMounts lists the mount points of this process's mount namespace.
+func hostMounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 {
+			out = append(out, unescapeMount(f[4]))
+		}
+	}
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes of space, tab, newline
+// and backslash.
+func unescapeMount(s string) string {
+	for _, r := range [][2]string{{`\040`, " "}, {`\011`, "\t"}, {`\012`, "\n"}, {`\134`, `\`}} {
+		s = strings.ReplaceAll(s, r[0], r[1])
+	}
+	return s
 }
 
 // idOfGroup returns the id part of a "<name>-<index>-<id>" group name. Ids

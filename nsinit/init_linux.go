@@ -97,6 +97,15 @@ func run(s *Spec) *Failure {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(s.UID), uintptr(s.UID), uintptr(s.UID)); e != 0 {
 		return failure(StepCredentials, "setresuid "+strconv.FormatUint(uint64(s.UID), 10), e)
 	}
+	if s.Namespaces {
+		// What setresuid left (the inheritable set, empty unless the
+		// agent's is not) goes too: every set empty.
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var none [2]unix.CapUserData
+		if err := unix.Capset(&hdr, &none[0]); err != nil {
+			return failure(StepCredentials, "capset", err)
+		}
+	}
 	if err := unix.Chdir(s.Dir); err != nil {
 		return failure(StepChdir, s.Dir, err)
 	}
@@ -133,7 +142,7 @@ func unwrapErrno(err error) error {
 
 // dropBounding empties the capability bounding set, so that nothing the
 // program execs can gain a capability (no_new_privs forbids it too; this
-// is the second wall) and clears the inheritable set.
+// is the second wall), and the ambient set.
 func dropBounding() *Failure {
 	last := unix.CAP_LAST_CAP
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {

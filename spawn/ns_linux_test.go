@@ -42,7 +42,7 @@ touch "$HOME_DIR/w" && echo dir-writable
 touch /tmp/x && echo tmp-writable
 touch /etc/x 2>/dev/null || echo etc-read-only
 test -s /etc/hostname || echo hostname-hidden
-grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status`, out, errf)
+grep -E '^(Cap[A-Za-z]+|NoNewPrivs|Seccomp):' /proc/self/status`, out, errf)
 	spec.Env = append(spec.Env, "HOME_DIR="+spec.Dir)
 	p, err := Start(spec)
 	if err != nil {
@@ -54,7 +54,8 @@ grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status`, out, errf)
 	}
 	b, _ := os.ReadFile(out.Name())
 	want := "1\nweb-3\n29990\n1024\n0\n3\ndir-writable\ntmp-writable\netc-read-only\nhostname-hidden\n" +
-		"CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+		"CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\n" +
+		"NoNewPrivs:\t1\nSeccomp:\t2\n"
 	if string(b) != want {
 		t.Errorf("the instance saw\n%s\nwant\n%s", b, want)
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hostward/ward/api"
 	"github.com/hostward/ward/cgroup"
 	"github.com/hostward/ward/config"
@@ -250,6 +252,16 @@ func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
 	}
 	strayDir := filepath.Join(a.instDir, "stray")
 	os.Mkdir(strayDir, 0o700)
+	// A mount below the instance directories, in a stray one and in a
+	// live instance's, as a namespaced view that leaked out would leave.
+	mounts := []string{filepath.Join(strayDir, "m"), filepath.Join(keep.Dir, "m")}
+	for _, m := range mounts {
+		os.Mkdir(m, 0o700)
+		if err := unix.Mount("tmpfs", m, "tmpfs", 0, "size=4k"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(m, unix.MNT_DETACH) })
+	}
 
 	a.scanLeaks(false)
 	if _, err := os.Stat(filepath.Join(parentDirs[0], stray)); err != nil {
@@ -263,6 +275,9 @@ func TestLeakScanRemovesUnownedAfterTwoScans(t *testing.T) {
 	}
 	if _, err := os.Stat(strayDir); !errors.Is(err, os.ErrNotExist) {
 		t.Error("unowned instance dir survived two scans")
+	}
+	if ms, _ := mountsUnder(a.instDir); len(ms) != 0 {
+		t.Errorf("mounts below the instance directories survived two scans: %v", ms)
 	}
 	if inst, _ := a.Info(context.Background(), api.InfoRequest{ID: keep.ID}); inst.State != api.StateRunning {
 		t.Fatalf("owned instance hit by the scan: %s", inst.State)

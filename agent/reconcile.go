@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/hostward/ward/api"
@@ -258,6 +260,17 @@ func (a *Agent) scanLeaks(startup bool) {
 // quota: the backend knows which of its quotas a leftover takes along
 // (a uid's only when no live instance holds that uid).
 func (a *Agent) removeLeakedDir(dir string) error {
+	// A mount below it (see processes.leaks) would keep it: those go
+	// first, whichever of the two leaks the scan meets first.
+	ms, err := mountsUnder(dir)
+	if err != nil {
+		return fmt.Errorf("list mounts: %w", err)
+	}
+	for _, m := range ms {
+		if err := detachMount(m); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("detach %s: %w", m, err)
+		}
+	}
 	return a.quota.RemoveLeftover(dir, a.uids.IsLeased)
 }
 

@@ -298,12 +298,35 @@ func (r instanceDir) leaks(owned ownership) ([]leak, error) {
 }
 
 // processes are the instance's main process and whatever it forks, all in
-// its cgroup.
+// its cgroup. A namespaced instance's mounts are its processes' too: they
+// live in its own mount namespace, made by ward-init, and go with its last
+// process, so there is nothing of them on the host to adopt or release.
 type processes struct{ a *Agent }
 
 func (processes) String() string                     { return "processes" }
 func (processes) update(*instance, api.Limits) error { return nil }
-func (processes) leaks(ownership) ([]leak, error)    { return nil, nil }
+
+// leaks are mounts in the agent's own namespace below the instance
+// directories: ward makes none there, and one would pin a directory the
+// scan could then never remove (a namespaced view that propagated out, or
+// an operator's mistake).
+func (r processes) leaks(ownership) ([]leak, error) {
+	ms, err := mountsUnder(r.a.instDir)
+	if err != nil {
+		return nil, fmt.Errorf("list mounts: %w", err)
+	}
+	out := make([]leak, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, leak{key: "mount:" + m, what: "mount " + m, remove: func() error {
+			// Gone already with the leaked directory it was in.
+			if err := detachMount(m); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+			return nil
+		}})
+	}
+	return out, nil
+}
 
 func (r processes) create(in *instance) error {
 	a := r.a
